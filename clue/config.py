@@ -1,0 +1,33 @@
+"""Clue settings from the environment."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.config import CommonSettings, Env
+
+
+@dataclass
+class ClueSettings:
+    common: CommonSettings
+    http_listen: tuple[str, int]
+    chat_secret: str
+    cache_servers: list[tuple[str, int]]
+    cache_max_conns: int
+    cache_timeout: float
+    exchange_urls: list[str]
+    channel_cache_ttl: float
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> ClueSettings:
+        env = env or Env()
+        return cls(
+            common=CommonSettings(env),
+            http_listen=env.address("CLUE_HTTP_LISTEN", "127.0.0.1:0"),
+            chat_secret=env.secret("CHAT_SECRET"),
+            cache_servers=env.addresses("CACHE_SERVERS"),
+            cache_max_conns=env.int("CACHE_MAX_CONNS", 10, minimum=1),
+            cache_timeout=env.duration("CACHE_TIMEOUT", "100ms"),
+            exchange_urls=env.urls("EXCHANGE_URLS"),
+            # A safety net under pub/sub invalidation, not the way changes spread.
+            channel_cache_ttl=env.duration("CHANNEL_CACHE_TTL", "30s"),
+        )

@@ -1,0 +1,128 @@
+"""Per-message checks against a user's own Redis shard, in one round trip.
+
+Everything a PRIVMSG is checked against that changes per message (ban or
+timeout, slow mode, duplicates, the rate limit, first message) sits under the
+sender's hash tag, so one Lua script on one shard decides it. Messages of a
+batch that land on the same shard share a single pipelined round trip.
+Channel-wide state comes from the in-process cache, not from Redis.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
+
+from redis.exceptions import NoScriptError, ResponseError
+
+from clue.shards import Shard, ShardSet, ShardUnavailable, pipeline_call, user_key
+
+RATE_WINDOW_MS = 30_000
+RATE_LIMIT = 20
+DUPLICATE_WINDOW_MS = 30_000
+
+# KEYS: ban, rate, last, chatted.  ARGV: channel, limit, window_ms, digest,
+# duplicate_window_ms (0 = exempt), slow_ms (0 = off), member id.
+# Returns {verdict, number}: {"ok", first_msg} or {msg-id, remaining_ms}.
+CHECK_SCRIPT = """
+local ban = redis.call('PTTL', KEYS[1])
+if ban == -1 then return {'msg_banned', 0} end
+if ban > 0 then return {'msg_timedout', ban} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit, window = tonumber(ARGV[2]), tonumber(ARGV[3])
+local dup_window, slow = tonumber(ARGV[5]), tonumber(ARGV[6])
+local last = redis.call('HMGET', KEYS[3], 'digest', 'at')
+local last_at = tonumber(last[2])
+if last_at and slow > 0 and now - last_at < slow then
+  return {'msg_slowmode', slow - (now - last_at)}
+end
+if last_at and dup_window > 0 and last[1] == ARGV[4] and now - last_at < dup_window then
+  return {'msg_duplicate', 0}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+if redis.call('ZCARD', KEYS[2]) >= limit then return {'msg_ratelimit', 0} end
+redis.call('ZADD', KEYS[2], now, ARGV[7])
+redis.call('PEXPIRE', KEYS[2], window)
+redis.call('HSET', KEYS[3], 'digest', ARGV[4], 'at', now)
+redis.call('PEXPIRE', KEYS[3], math.max(dup_window, slow, 1))
+local first = redis.call('SADD', KEYS[4], ARGV[1])
+return {'ok', first}
+"""
+CHECK_SHA = hashlib.sha1(CHECK_SCRIPT.encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class Check:
+    """One message's per-user check; `verdict` is filled in by `run_checks`."""
+
+    user_id: str
+    channel: str
+    text: str
+    member: str  # unique per message: its id
+    rate_limit: int = RATE_LIMIT
+    duplicate_window_ms: int = DUPLICATE_WINDOW_MS
+    slow_ms: int = 0
+    verdict: str = ""
+    number: int = 0
+
+    def command(self) -> tuple:
+        digest = hashlib.blake2b(self.text.strip().encode(), digest_size=12).hexdigest()
+        return (
+            "EVALSHA", CHECK_SHA, 4,
+            user_key(self.user_id, f"ban:{self.channel}"),
+            user_key(self.user_id, "rate"),
+            user_key(self.user_id, f"last:{self.channel}"),
+            user_key(self.user_id, "chatted"),
+            self.channel, self.rate_limit, RATE_WINDOW_MS, digest,
+            self.duplicate_window_ms, self.slow_ms, self.member,
+        )
+
+
+async def run_checks(shards: ShardSet, checks: list[Check]) -> None:
+    """Fill in every check's verdict; a shard that fails marks its checks
+    `msg_service_unavailable` (the documented fail-closed policy)."""
+    by_shard: defaultdict[Shard, list[Check]] = defaultdict(list)
+    for check in checks:
+        by_shard[shards.for_key(user_key(check.user_id, "rate"))].append(check)
+    await asyncio.gather(*(_run_on_shard(shard, group) for shard, group in by_shard.items()))
+
+
+async def _run_on_shard(shard: Shard, checks: list[Check]) -> None:
+    try:
+        results = await pipeline_call(shard, "check", [check.command() for check in checks])
+        if any(isinstance(result, NoScriptError) for result in results):
+            # A restarted shard forgot the script: load it and ask once more.
+            await shard.call("script_load", lambda client: client.script_load(CHECK_SCRIPT))
+            results = await pipeline_call(shard, "check", [check.command() for check in checks])
+    except ShardUnavailable:
+        for check in checks:
+            check.verdict = "msg_service_unavailable"
+        return
+    for check, result in zip(checks, results):
+        if isinstance(result, (ResponseError, Exception)):
+            check.verdict = "msg_service_unavailable"
+            continue
+        check.verdict = result[0].decode()
+        check.number = int(result[1])
+
+
+async def load_scripts(shards: ShardSet) -> None:
+    for shard in shards:
+        try:
+            await shard.call("script_load", lambda client: client.script_load(CHECK_SCRIPT))
+        except ShardUnavailable:
+            pass  # loaded on first use once the shard answers
+
+
+async def ban_user(shards: ShardSet, channel: str, user_id: str, seconds: int | None = None) -> None:
+    """Ban (no expiry) or time out a user in a channel: the key the check reads."""
+    key = user_key(user_id, f"ban:{channel}")
+    shard = shards.for_key(key)
+    command = ("SET", key, "1") if seconds is None else ("SET", key, "1", "PX", int(seconds * 1000))
+    await pipeline_call(shard, "ban", [command])
+
+
+async def unban_user(shards: ShardSet, channel: str, user_id: str) -> None:
+    key = user_key(user_id, f"ban:{channel}")
+    await pipeline_call(shards.for_key(key), "unban", [("DEL", key)])

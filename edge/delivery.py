@@ -1,0 +1,83 @@
+"""Fan-out of a delivery batch from the exchange to this edge's connections.
+
+Each message is encoded once per form (with tags / without), each channel's
+messages are joined into one payload per capability variant, and every
+connection gets one write per channel per batch. The connection that sent a
+message is skipped for that message only.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from common.irc import serialize_tags
+from edge.hub import Hub
+from edge.session import COMMANDS, MEMBERSHIP, TAGS
+
+# Twitch sends these only to connections that asked for twitch.tv/commands …
+COMMANDS_ONLY = frozenset(
+    {"CLEARCHAT", "CLEARMSG", "ROOMSTATE", "USERNOTICE", "USERSTATE", "NOTICE", "HOSTTARGET"}
+)
+# … and other users' JOIN/PART only to those with twitch.tv/membership.
+MEMBERSHIP_ONLY = frozenset({"JOIN", "PART"})
+
+
+class Encoded:
+    __slots__ = ("tagged", "plain", "needs", "origin")
+
+    def __init__(self, item: dict[str, Any]) -> None:
+        line = item["line"]
+        tags = item.get("tags")
+        self.plain = (line + "\r\n").encode()
+        self.tagged = f"@{serialize_tags(tags)} {line}\r\n".encode() if tags else self.plain
+        command = item.get("command", "")
+        self.needs = COMMANDS if command in COMMANDS_ONLY else MEMBERSHIP if command in MEMBERSHIP_ONLY else 0
+        self.origin = item.get("origin")
+
+
+def _payload(messages: list[Encoded], variant: int, skip_origin: str | None = None) -> tuple[bytes, int]:
+    parts = [
+        message.tagged if variant & TAGS else message.plain
+        for message in messages
+        if (message.needs & variant) == message.needs and (skip_origin is None or message.origin != skip_origin)
+    ]
+    return b"".join(parts), len(parts)
+
+
+def deliver(hub: Hub, edge_id: str, boot: str, items: Iterable[dict[str, Any]]) -> tuple[int, int]:
+    """Write a batch to local subscribers; returns (deliveries, sequence gaps)."""
+    by_channel: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+    for item in items:
+        by_channel[item["channel"]].append(item)
+
+    delivered = gaps = 0
+    origin_prefix = edge_id + "/"
+    for channel, channel_items in by_channel.items():
+        for item in channel_items:
+            if "seq" in item:
+                gaps += hub.observe_seq(channel, boot, item["seq"])
+        members = hub.members(channel)
+        if not members:
+            continue
+        messages = [Encoded(item) for item in channel_items]
+        # Connections on this edge that sent one of these messages.
+        senders = {
+            int(message.origin[len(origin_prefix):])
+            for message in messages
+            if message.origin and message.origin.startswith(origin_prefix)
+        }
+        by_variant: dict[int, tuple[bytes, int]] = {}
+        for conn in members:
+            variant = conn.session.variant
+            if senders and conn.conn_id in senders:
+                payload, count = _payload(messages, variant, skip_origin=origin_prefix + str(conn.conn_id))
+            else:
+                cached = by_variant.get(variant)
+                if cached is None:
+                    cached = by_variant[variant] = _payload(messages, variant)
+                payload, count = cached
+            if count:
+                conn.write(payload)
+                delivered += count
+    return delivered, gaps

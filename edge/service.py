@@ -1,0 +1,259 @@
+"""The edge service: client listeners, the local hub, and the delivery endpoint."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from common.internal_http import RemoteError, internal_auth_middleware, json_error
+from common.irc import LineTooLong
+from common.metrics import Metrics
+from edge import delivery
+from edge.config import EdgeSettings
+from edge.connections import ClientConnection, WebSocketConnection
+from edge.hub import Hub
+from edge.session import Action, Authenticate, Close, JoinChannel, PartChannel, Publish, Reply
+from edge.upstream import ClueClient, Subscriptions
+
+log = structlog.get_logger()
+
+# 500 characters of any script (up to 4 UTF-8 bytes each) plus the command must fit.
+MAX_MESSAGE_BYTES = 2048
+# How long a JOIN waits for the exchange to confirm the subscription before
+# answering anyway; the heartbeat re-sync then catches up.
+SUBSCRIBE_WAIT = 2.0
+
+
+class EdgeService:
+    max_message_bytes = MAX_MESSAGE_BYTES
+
+    def __init__(self, settings: EdgeSettings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.hub = Hub()
+        self.conns: dict[int, ClientConnection] = {}
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._runner: web.AppRunner | None = None
+        self.clue = ClueClient(
+            settings.clue_urls, settings.common.internal_token, metrics, settings.common.http_timeout
+        )
+        self.subscriptions: Subscriptions | None = None
+        self.addresses: dict[str, str] = {}
+        metrics.gauge_from("connections", lambda: len(self.conns))
+        metrics.gauge_from("channels", lambda: len(self.hub))
+
+    # ---- lifecycle
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        app = web.Application(middlewares=[internal_auth_middleware(self.settings.common.internal_token)])
+        app.router.add_post("/v1/deliver", self._on_deliver)
+        app.router.add_get("/health", self._on_health)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        host, port = self.settings.http_listen
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        edge_url = self.settings.advertised_url or f"http://{_url_host(host)}:{http_port}"
+        self.addresses["http"] = edge_url
+
+        self.subscriptions = Subscriptions(
+            self.settings.exchange_urls, edge_url, self.settings.common.internal_token,
+            self.metrics, self.settings.common.http_timeout,
+        )
+        self.subscriptions.start()
+
+        for kind, (host, port), factory in (
+            ("irc", self.settings.irc_listen, lambda: ClientConnection(self)),
+            ("ws", self.settings.ws_listen, lambda: WebSocketConnection(self)),
+        ):
+            server = await loop.create_server(factory, host, port, backlog=4096, reuse_address=True)
+            self._servers.append(server)
+            bound = server.sockets[0].getsockname()
+            self.addresses[kind] = f"{'irc' if kind == 'irc' else 'ws'}://{_url_host(host)}:{bound[1]}"
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for conn in list(self.conns.values()):
+            conn.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.subscriptions is not None:
+            await self.subscriptions.close()
+        await self.clue.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # ---- connections
+    def next_conn_id(self) -> int:
+        return next(self._ids)
+
+    def connection_opened(self, conn: ClientConnection) -> None:
+        self.conns[conn.conn_id] = conn
+        self.metrics.incr(f"connections.opened.{conn.kind}")
+
+    def connection_closed(self, conn: ClientConnection) -> None:
+        self.conns.pop(conn.conn_id, None)
+        self.metrics.incr(f"connections.closed.{conn.kind}")
+        for channel in conn.session.channels:
+            self._leave(conn, channel)
+        conn.session.channels.clear()
+
+    def slow_consumer(self, conn: ClientConnection) -> None:
+        self.metrics.incr("connections.slow_consumer")
+        log.info("slow_consumer", conn=conn.conn_id, peer=conn.peer)
+        conn.close()
+
+    def handle_input(self, conn: ClientConnection, items: list[str | LineTooLong]) -> None:
+        actions: list[Action] = []
+        for item in items:
+            actions.extend(conn.session.receive(item))
+        self.metrics.incr("lines.received", len(items))
+        self.execute(conn, actions)
+
+    def execute(self, conn: ClientConnection, actions: list[Action]) -> None:
+        """Carry out a session's actions; replies are written in one go."""
+        lines: list[str] = []
+        for action in actions:
+            if isinstance(action, Reply):
+                lines.append(action.line)
+            elif isinstance(action, Publish):
+                self._publish(conn, action)
+            elif isinstance(action, JoinChannel):
+                self._spawn(self._join(conn, action.channel))
+            elif isinstance(action, PartChannel):
+                self._leave(conn, action.channel)
+            elif isinstance(action, Authenticate):
+                self._spawn(self._login(conn, action.token))
+            elif isinstance(action, Close):
+                self._write_lines(conn, lines)
+                lines = []
+                conn.close()
+                break
+        self._write_lines(conn, lines)
+
+    def _write_lines(self, conn: ClientConnection, lines: list[str]) -> None:
+        if lines:
+            conn.write(("\r\n".join(lines) + "\r\n").encode())
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- login, join, part
+    async def _login(self, conn: ClientConnection, token: str) -> None:
+        try:
+            identity = await self.clue.login(token)
+        except RemoteError:
+            self.metrics.incr("logins.unavailable")
+            self.execute(conn, conn.session.login_failed())
+            return
+        if identity is None:
+            self.metrics.incr("logins.failed")
+            self.execute(conn, conn.session.login_failed())
+            return
+        self.metrics.incr("logins.ok")
+        self.execute(conn, conn.session.login_succeeded(identity))
+
+    async def _join(self, conn: ClientConnection, channel: str) -> None:
+        assert self.subscriptions is not None
+        subscribed = self.subscriptions.subscribe(channel)
+        try:
+            state = await self.clue.join(channel, conn.session.identity)
+        except RemoteError:
+            self.subscriptions.unsubscribe(channel)
+            self.execute(conn, conn.session.join_failed(channel, "msg_join_failed"))
+            return
+        if not state.get("ok", True):
+            self.subscriptions.unsubscribe(channel)
+            self.execute(conn, conn.session.join_failed(channel, state.get("msg_id", "msg_join_failed")))
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(subscribed), SUBSCRIBE_WAIT)
+        except (TimeoutError, RemoteError):
+            log.warning("subscribe_pending", remote="exchange", channel=channel)
+        if not conn.open or channel not in conn.session.joining:
+            self.subscriptions.unsubscribe(channel)
+            return
+        # No await between the JOIN echo and joining the hub: nothing can slip between.
+        self.execute(conn, conn.session.join_succeeded(channel, state["room_state"], state["user_state"]))
+        self.hub.add(conn, channel)
+        self.metrics.incr("joins")
+
+    def _leave(self, conn: ClientConnection, channel: str) -> None:
+        if self.hub.members(channel) is None or conn not in self.hub.members(channel):  # type: ignore[operator]
+            return
+        self.hub.remove(conn, channel)
+        assert self.subscriptions is not None
+        self.subscriptions.unsubscribe(channel)
+
+    # ---- chat
+    def _publish(self, conn: ClientConnection, action: Publish) -> None:
+        identity = conn.session.identity
+        assert identity is not None
+        started = time.perf_counter()
+        self.metrics.incr("messages.received")
+        future = self.clue.publish(
+            {
+                "channel": action.channel,
+                "text": action.text,
+                "client_tags": action.client_tags,
+                "identity": identity.to_dict(),
+                "origin": f"{self.settings.edge_id}/{conn.conn_id}",
+            }
+        )
+
+        def done(future: asyncio.Future[dict[str, Any]]) -> None:
+            self.metrics.timing("publish", (time.perf_counter() - started) * 1000)
+            if future.cancelled():
+                return
+            if future.exception() is not None:
+                result = {"ok": False, "msg_id": "msg_service_unavailable"}
+            else:
+                result = future.result()
+            if not conn.open:
+                return
+            if result.get("ok"):
+                self.metrics.incr("messages.accepted")
+                self.execute(conn, conn.session.publish_accepted(action.channel, result.get("user_state", {})))
+            else:
+                msg_id = result.get("msg_id", "msg_rejected")
+                self.metrics.incr(f"messages.rejected.{msg_id}")
+                text = result.get("text") or ""
+                self.execute(conn, conn.session.publish_rejected(action.channel, msg_id, text))
+
+        future.add_done_callback(done)
+
+    # ---- from the exchange
+    async def _on_deliver(self, request: web.Request) -> web.Response:
+        try:
+            body = json.loads(await request.read())
+            messages = body["messages"]
+            boot = str(body.get("boot", ""))
+        except (ValueError, KeyError, TypeError):
+            return json_error(400, "bad_request", "expected {boot, messages: [...]}")
+        with self.metrics.timer("fanout"):
+            delivered, gaps = delivery.deliver(self.hub, self.settings.edge_id, boot, messages)
+        self.metrics.incr("messages.delivered", delivered)
+        if gaps:
+            self.metrics.incr("sequence.gaps", gaps)
+            log.warning("sequence_gap", remote="exchange", missing=gaps)
+        return web.json_response({"ok": True, "delivered": delivered})
+
+    async def _on_health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "connections": len(self.conns), "channels": len(self.hub)})
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,363 @@
+"""The per-connection IRC state machine, free of I/O.
+
+`Session.receive()` takes one parsed-or-refused line and returns actions for
+the shell to carry out: lines to send, a login to check, a channel to join or
+leave, a message to publish, a connection to close. Answers from other
+services come back through the `*_succeeded` / `*_failed` methods, which
+return more actions. Nothing here awaits, reads a socket or knows about HTTP,
+so every branch is testable by feeding strings.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from common import twitch
+from common.irc import IRCParseError, LineTooLong, Message, parse
+from common.tokens import LOGIN_RE, Identity
+
+# Tags a client may attach to PRIVMSG; every other client tag is dropped so
+# no one can set server-only tags (badges, mod, user-id, id, …).
+CLIENT_TAGS = ("client-nonce", "reply-parent-msg-id")
+
+TAGS, COMMANDS, MEMBERSHIP = 1, 2, 4
+CAPABILITY_BITS = {"twitch.tv/tags": TAGS, "twitch.tv/commands": COMMANDS, "twitch.tv/membership": MEMBERSHIP}
+
+# Lines that arrive while a login is being checked are replayed after it.
+MAX_PENDING_LINES = 64
+
+
+@dataclass(slots=True)
+class Reply:
+    line: str
+
+
+@dataclass(slots=True)
+class Close:
+    reason: str
+
+
+@dataclass(slots=True)
+class Authenticate:
+    token: str
+
+
+@dataclass(slots=True)
+class JoinChannel:
+    channel: str
+
+
+@dataclass(slots=True)
+class PartChannel:
+    channel: str
+
+
+@dataclass(slots=True)
+class Publish:
+    channel: str
+    text: str
+    client_tags: dict[str, str]
+
+
+Action = Reply | Close | Authenticate | JoinChannel | PartChannel | Publish
+
+
+class Session:
+    def __init__(self, server_name: str = "tmi.twitch.tv", max_channels: int = 1000) -> None:
+        self.server = server_name
+        self.max_channels = max_channels
+        self.caps: set[str] = set()
+        # Capability bits (TAGS | COMMANDS | MEMBERSHIP), read per delivery.
+        self.variant = 0
+        self.nick = ""
+        self.password: str | None = None
+        self.identity: Identity | None = None
+        self.anonymous = False
+        self.registered = False
+        self.closed = False
+        self._cap_pending = False  # CAP LS seen and CAP END not yet: hold registration
+        self._authenticating = False
+        self._pending: list[str | LineTooLong] = []
+        self.channels: set[str] = set()
+        self.joining: set[str] = set()
+        self._handlers: dict[str, Callable[[Message], list[Action]]] = {
+            "CAP": self._on_cap,
+            "PASS": self._on_pass,
+            "NICK": self._on_nick,
+            "USER": self._ignore,
+            "PING": self._on_ping,
+            "PONG": self._ignore,
+            "QUIT": self._on_quit,
+            "JOIN": self._on_join,
+            "PART": self._on_part,
+            "PRIVMSG": self._on_privmsg,
+        }
+
+    # ---- capabilities of this connection, read by the delivery path
+    @property
+    def wants_tags(self) -> bool:
+        return bool(self.variant & TAGS)
+
+    @property
+    def wants_commands(self) -> bool:
+        return bool(self.variant & COMMANDS)
+
+    # ---- input
+    def receive(self, item: str | LineTooLong) -> list[Action]:
+        if self.closed:
+            return []
+        if self._authenticating:
+            if len(self._pending) >= MAX_PENDING_LINES:
+                return self._close("Too many lines before login completed")
+            self._pending.append(item)
+            return []
+        if isinstance(item, LineTooLong):
+            return [self._numeric("417", "Input line was too long")]
+        try:
+            message = parse(item)
+        except IRCParseError as exc:
+            return [self._notice("*", f"Malformed line ignored: {exc}")]
+        command = message.command.upper()
+        handler = self._handlers.get(command)
+        if handler is None:
+            if not self.registered:
+                return [self._numeric("451", command, "You have not registered")]
+            return [self._numeric("421", command, "Unknown command")]
+        if not self.registered and command in ("JOIN", "PART", "PRIVMSG"):
+            return [self._numeric("451", command, "You have not registered")]
+        return handler(message)
+
+    # ---- registration
+    def _on_cap(self, message: Message) -> list[Action]:
+        sub = message.params[0].upper() if message.params else ""
+        target = self.nick or "*"
+        if sub == "LS":
+            if not self.registered:
+                self._cap_pending = True
+            return [self._raw(f"CAP * LS :{' '.join(twitch.CAPABILITIES)}")]
+        if sub == "LIST":
+            return [self._raw(f"CAP * LIST :{' '.join(sorted(self.caps))}")]
+        if sub == "REQ":
+            requested = message.params[1] if len(message.params) > 1 else ""
+            names = requested.split()
+            # All-or-nothing, as IRCv3 requires: one unknown cap refuses the request.
+            if names and all(name.lstrip("-") in twitch.CAPABILITIES for name in names):
+                for name in names:
+                    if name.startswith("-"):
+                        self.caps.discard(name[1:])
+                    else:
+                        self.caps.add(name)
+                self.variant = sum(bit for cap, bit in CAPABILITY_BITS.items() if cap in self.caps)
+                return [self._raw(f"CAP * ACK :{requested}")]
+            return [self._raw(f"CAP * NAK :{requested}")]
+        if sub == "END":
+            self._cap_pending = False
+            return self._try_register()
+        return [self._numeric("410", sub or "*", "Invalid CAP command", target=target)]
+
+    def _on_pass(self, message: Message) -> list[Action]:
+        if self.registered:
+            return [self._numeric("462", "You may not reregister")]
+        self.password = message.params[0] if message.params else ""
+        return []
+
+    def _on_nick(self, message: Message) -> list[Action]:
+        if self.registered:
+            return []  # Twitch ignores nick changes
+        nick = (message.params[0] if message.params else "").lower()
+        if not LOGIN_RE.match(nick):
+            return [self._numeric("432", nick or "*", "Erroneous nickname", target="*")]
+        self.nick = nick
+        return self._try_register()
+
+    def _try_register(self) -> list[Action]:
+        if self.registered or self._authenticating or not self.nick or self._cap_pending:
+            return []
+        if twitch.is_anonymous_nick(self.nick):
+            self.anonymous = True
+            self.registered = True
+            return self._welcome()
+        password = self.password or ""
+        if not password.lower().startswith("oauth:") or len(password) <= len("oauth:"):
+            return [self._notice("*", "Improperly formatted auth"), Close("bad auth format")]
+        self._authenticating = True
+        return [Authenticate(password[len("oauth:"):])]
+
+    def login_succeeded(self, identity: Identity) -> list[Action]:
+        self._authenticating = False
+        self.identity = identity
+        self.nick = identity.login  # the token, not NICK, says who this is
+        self.registered = True
+        actions = self._welcome()
+        if self.wants_commands:
+            actions.append(self._tagged(self._global_user_state_tags(), "GLOBALUSERSTATE", []))
+        return actions + self._replay_pending()
+
+    def login_failed(self) -> list[Action]:
+        self._authenticating = False
+        self._pending.clear()
+        return self._close("Login authentication failed")
+
+    def _replay_pending(self) -> list[Action]:
+        actions: list[Action] = []
+        pending, self._pending = self._pending, []
+        for item in pending:
+            actions.extend(self.receive(item))
+        return actions
+
+    def _welcome(self) -> list[Action]:
+        return [
+            self._numeric("001", "Welcome, GLHF!"),
+            self._numeric("002", f"Your host is {self.server}"),
+            self._numeric("003", "This server is rather new"),
+            self._numeric("004", "-"),
+            self._numeric("375", "-"),
+            self._numeric("372", "You are in a maze of twisty passages, all alike."),
+            self._numeric("376", ">"),
+        ]
+
+    # ---- keepalive and leaving
+    def _on_ping(self, message: Message) -> list[Action]:
+        token = message.params[-1] if message.params else self.server
+        return [self._line(Message(source=self.server, command="PONG", params=[self.server, token]))]
+
+    def _on_quit(self, message: Message) -> list[Action]:
+        self.closed = True
+        return [Close("quit")]
+
+    def _ignore(self, message: Message) -> list[Action]:
+        return []
+
+    # ---- channels
+    def _on_join(self, message: Message) -> list[Action]:
+        if not message.params:
+            return [self._numeric("461", "JOIN", "Not enough parameters")]
+        actions: list[Action] = []
+        for raw in message.params[0].split(","):
+            channel = twitch.normalize_channel(raw)
+            if not channel:
+                continue
+            if not twitch.is_valid_channel(channel):
+                actions.append(self._notice_id(channel, "msg_channel_suspended"))
+                continue
+            if channel in self.channels or channel in self.joining:
+                continue
+            if len(self.channels) + len(self.joining) >= self.max_channels:
+                actions.append(self._numeric("405", channel, "You have joined too many channels"))
+                continue
+            self.joining.add(channel)
+            actions.append(JoinChannel(channel))
+        return actions
+
+    def join_succeeded(self, channel: str, room_state: dict[str, str], user_state: dict[str, str]) -> list[Action]:
+        self.joining.discard(channel)
+        self.channels.add(channel)
+        host = f"{self.nick}.tmi.twitch.tv"
+        actions: list[Action] = [
+            Reply(f":{twitch.user_source(self.nick)} JOIN {channel}"),
+            Reply(f":{host} 353 {self.nick} = {channel} :{self.nick}"),
+            Reply(f":{host} 366 {self.nick} {channel} :End of /NAMES list"),
+        ]
+        if self.wants_commands:
+            if not self.anonymous:
+                actions.append(self._tagged(user_state, "USERSTATE", [channel]))
+            actions.append(self._tagged(room_state, "ROOMSTATE", [channel]))
+        return actions
+
+    def join_failed(self, channel: str, msg_id: str) -> list[Action]:
+        self.joining.discard(channel)
+        return [self._notice_id(channel, msg_id)]
+
+    def _on_part(self, message: Message) -> list[Action]:
+        if not message.params:
+            return [self._numeric("461", "PART", "Not enough parameters")]
+        actions: list[Action] = []
+        for raw in message.params[0].split(","):
+            channel = twitch.normalize_channel(raw)
+            if channel in self.channels:
+                self.channels.discard(channel)
+                actions.append(PartChannel(channel))
+                actions.append(Reply(f":{twitch.user_source(self.nick)} PART {channel}"))
+            elif channel:
+                actions.append(self._numeric("442", channel, "You're not on that channel"))
+        return actions
+
+    # ---- chat
+    def _on_privmsg(self, message: Message) -> list[Action]:
+        if len(message.params) < 2:
+            if not message.params:
+                return [self._numeric("411", "No recipient given (PRIVMSG)")]
+            return [self._numeric("412", "No text to send")]
+        target, text = message.params[0], message.params[1]
+        channel = twitch.normalize_channel(target)
+        if not channel.startswith("#"):
+            return [self._numeric("401", target, "No such nick/channel")]
+        if channel not in self.channels:
+            return [self._numeric("442", channel, "You're not on that channel")]
+        if self.anonymous:
+            return [self._notice_id(channel, "msg_login_required")]
+        if not text.strip():
+            return [self._numeric("412", "No text to send")]
+        client_tags = {key: message.tags[key] for key in CLIENT_TAGS if key in message.tags}
+        return [Publish(channel, text, client_tags)]
+
+    def publish_accepted(self, channel: str, user_state: dict[str, str]) -> list[Action]:
+        if self.wants_commands and channel in self.channels:
+            return [self._tagged(user_state, "USERSTATE", [channel])]
+        return []
+
+    def publish_rejected(self, channel: str, msg_id: str, text: str) -> list[Action]:
+        return [self._notice_id(channel, msg_id, text)]
+
+    # ---- line builders
+    def _global_user_state_tags(self) -> dict[str, str]:
+        identity = self.identity
+        assert identity is not None
+        return {
+            "badge-info": "",
+            "badges": "",
+            "color": identity.color,
+            "display-name": identity.display_name,
+            "emote-sets": "0",
+            "user-id": identity.user_id,
+            "user-type": "",
+        }
+
+    def _line(self, message: Message) -> Reply:
+        if not self.wants_tags:
+            message.tags = {}
+        return Reply(message.serialize())
+
+    def _raw(self, text: str) -> Reply:
+        return Reply(f":{self.server} {text}")
+
+    def _numeric(self, code: str, *params: str, target: str | None = None) -> Reply:
+        # Written out rather than serialized so the last parameter always takes
+        # a colon, exactly as Twitch sends numerics (`:tmi.twitch.tv 004 nick :-`).
+        # Every middle parameter here is a validated nick, channel or command.
+        who = target if target is not None else (self.nick or "*")
+        *middle, last = (who, *params)
+        head = " ".join((f":{self.server}", code, *middle))
+        return Reply(f"{head} :{_one_line(last)}")
+
+    def _notice(self, target: str, text: str) -> Reply:
+        return Reply(f":{self.server} NOTICE {target} :{_one_line(text)}")
+
+    def _notice_id(self, channel: str, msg_id: str, text: str | None = None) -> Reply:
+        text = text or twitch.notice_text(msg_id, channel=channel)
+        target = channel if twitch.is_valid_channel(channel) else "*"
+        return self._line(
+            Message(tags={"msg-id": msg_id}, source=self.server, command="NOTICE", params=[target, _one_line(text)])
+        )
+
+    def _tagged(self, tags: dict[str, str], command: str, params: list[str]) -> Reply:
+        return self._line(Message(tags=dict(tags), source=self.server, command=command, params=params))
+
+    def _close(self, reason: str) -> list[Action]:
+        self.closed = True
+        return [self._notice("*", reason), Close(reason)]
+
+
+def _one_line(text: str) -> str:
+    """Trailing text never carries a line break or NUL into the output."""
+    return text.replace("\r", " ").replace("\n", " ").replace("\0", " ")

@@ -1,0 +1,217 @@
+"""The edge's calls upstream: clue for logins, joins and messages; the
+exchange for channel subscriptions."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+
+from common.batch import Batcher
+from common.internal_http import InternalClient, RemoteError
+from common.metrics import Metrics
+from common.ring import Ring
+from common.tokens import Identity
+
+log = structlog.get_logger()
+
+# How often the edge checks that each exchange still holds its subscriptions.
+HEARTBEAT_INTERVAL = 1.0
+
+
+class ClueClient:
+    """Talks to the clue pool; a user's requests always go to the same clue so
+    their messages keep their order."""
+
+    def __init__(self, urls: list[str], token: str, metrics: Metrics, timeout: float) -> None:
+        self._ring = Ring(urls)
+        self._clients = {
+            url: InternalClient(f"clue:{url}", url, token, metrics, timeout=timeout) for url in urls
+        }
+        self._batchers = {url: Batcher(self._sender(url)) for url in urls}
+
+    def _client_for(self, key: str) -> InternalClient:
+        return self._clients[self._ring.node_for(key)]
+
+    def _sender(self, url: str):
+        client = self._clients[url]
+
+        async def send(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            answer = await client.post("/v1/messages", {"messages": items}, op="messages")
+            return answer["results"]
+
+        return send
+
+    async def login(self, token: str) -> Identity | None:
+        """The identity a token names, or None when clue refuses it."""
+        try:
+            answer = await self._client_for(token[-16:]).post("/v1/login", {"token": token}, op="login")
+        except RemoteError as exc:
+            if exc.reason.startswith("HTTP 401"):
+                return None
+            raise
+        return Identity.from_dict(answer["identity"])
+
+    async def join(self, channel: str, identity: Identity | None) -> dict[str, Any]:
+        key = identity.login if identity else channel
+        payload = {"channel": channel, "identity": identity.to_dict() if identity else None}
+        return await self._client_for(key).post("/v1/join", payload, op="join")
+
+    def publish(self, item: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        return self._batchers[self._ring.node_for(item["identity"]["login"])].submit(item)
+
+    async def close(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.close()
+        for client in self._clients.values():
+            await client.close()
+
+
+class ExchangeLink:
+    """This edge's subscriptions at one exchange, kept in order and in sync.
+
+    All requests to the exchange leave from one task, so subscribe, unsubscribe
+    and full re-syncs can never overtake each other.
+    """
+
+    def __init__(self, url: str, edge_url: str, client: InternalClient) -> None:
+        self.url = url
+        self.edge_url = edge_url
+        self.client = client
+        self._refs: dict[str, int] = {}  # channel → local users joined or joining
+        self._ops: list[tuple[str, str]] = []
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._wakeup = asyncio.Event()
+        self._boot: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.resyncs = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def wanted(self) -> set[str]:
+        return set(self._refs)
+
+    def subscribe(self, channel: str) -> asyncio.Future[None]:
+        """Count one more local user of `channel`; the future resolves once the
+        exchange has confirmed the subscription (at once if it already has)."""
+        self._refs[channel] = self._refs.get(channel, 0) + 1
+        if self._refs[channel] == 1:
+            self._ops.append(("+", channel))
+            self._wakeup.set()
+            if channel not in self._waiters:
+                self._waiters[channel] = asyncio.get_running_loop().create_future()
+        waiter = self._waiters.get(channel)
+        if waiter is None:
+            waiter = asyncio.get_running_loop().create_future()
+            waiter.set_result(None)
+        return waiter
+
+    def unsubscribe(self, channel: str) -> None:
+        count = self._refs.get(channel, 0) - 1
+        if count > 0:
+            self._refs[channel] = count
+            return
+        self._refs.pop(channel, None)
+        self._ops.append(("-", channel))
+        self._wakeup.set()
+
+    async def _run(self) -> None:
+        await self._sync()
+        while True:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), HEARTBEAT_INTERVAL)
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+            if self._ops:
+                await self._send_ops()
+            else:
+                await self._heartbeat()
+
+    async def _send_ops(self) -> None:
+        ops, self._ops = self._ops, []
+        waiters = {channel: self._waiters.pop(channel) for op, channel in ops if op == "+" and channel in self._waiters}
+        try:
+            answer = await self.client.post(
+                "/v1/subscribe", {"edge": self.edge_url, "ops": ops}, op="subscribe"
+            )
+        except RemoteError:
+            # The next heartbeat re-syncs the whole set once the exchange answers.
+            self._boot = None
+            answer = None
+        else:
+            self._note_boot(answer)
+        for waiter in waiters.values():
+            if waiter.done():
+                continue
+            if answer is not None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(RemoteError(self.client.remote, "subscribe", "unavailable"))
+
+    async def _heartbeat(self) -> None:
+        try:
+            answer = await self.client.post(
+                "/v1/heartbeat", {"edge": self.edge_url, "count": len(self.wanted)}, op="heartbeat"
+            )
+        except RemoteError:
+            self._boot = None
+            return
+        if answer.get("boot") != self._boot or answer.get("count") != len(self.wanted):
+            await self._sync()
+
+    async def _sync(self) -> None:
+        """Replace everything the exchange knows of this edge with `wanted`."""
+        try:
+            answer = await self.client.post(
+                "/v1/sync", {"edge": self.edge_url, "channels": sorted(self.wanted)}, op="sync"
+            )
+        except RemoteError:
+            self._boot = None
+            return
+        if self._boot is not None:
+            log.info("resubscribed", remote="exchange", url=self.url, channels=len(self.wanted))
+        self.resyncs += 1
+        self._note_boot(answer)
+
+    def _note_boot(self, answer: dict[str, Any]) -> None:
+        self._boot = answer.get("boot", self._boot)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self.client.close()
+
+
+class Subscriptions:
+    """Routes each channel's subscription to the exchange that owns it."""
+
+    def __init__(self, urls: list[str], edge_url: str, token: str, metrics: Metrics, timeout: float) -> None:
+        self._ring = Ring(urls)
+        self.links = {
+            url: ExchangeLink(url, edge_url, InternalClient(f"exchange:{url}", url, token, metrics, timeout=timeout))
+            for url in urls
+        }
+
+    def start(self) -> None:
+        for link in self.links.values():
+            link.start()
+
+    def link_for(self, channel: str) -> ExchangeLink:
+        return self.links[self._ring.node_for(channel)]
+
+    def subscribe(self, channel: str) -> asyncio.Future[None]:
+        return self.link_for(channel).subscribe(channel)
+
+    def unsubscribe(self, channel: str) -> None:
+        self.link_for(channel).unsubscribe(channel)
+
+    async def close(self) -> None:
+        for link in self.links.values():
+            await link.close()

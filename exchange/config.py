@@ -1,0 +1,25 @@
+"""Exchange settings from the environment."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.config import CommonSettings, Env
+
+
+@dataclass
+class ExchangeSettings:
+    common: CommonSettings
+    http_listen: tuple[str, int]
+    max_queue: int
+    edge_max_conns: int
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> ExchangeSettings:
+        env = env or Env()
+        return cls(
+            common=CommonSettings(env),
+            http_listen=env.address("EXCHANGE_HTTP_LISTEN", "127.0.0.1:0"),
+            # Messages held for one edge that is not taking them; older ones are dropped and counted.
+            max_queue=env.int("EXCHANGE_MAX_QUEUE", 100_000, minimum=100),
+            edge_max_conns=env.int("EXCHANGE_EDGE_MAX_CONNS", 4, minimum=1),
+        )

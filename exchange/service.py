@@ -1,0 +1,222 @@
+"""The exchange: one order per channel, fanned out to the edges that want it.
+
+Publishing assigns each message the next sequence number of its channel and
+appends it, already JSON-encoded, to the queue of every subscribed edge. One
+sender task per edge drains its queue: everything queued goes in one POST,
+and while that POST is in flight the next batch gathers. One request in
+flight per edge keeps every edge's copy in the same order.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from common.internal_http import InternalClient, RemoteError, internal_auth_middleware, json_error, read_json
+from common.metrics import Metrics
+from exchange.config import ExchangeSettings
+
+log = structlog.get_logger()
+
+# An edge that has failed this many deliveries in a row is forgotten; it
+# re-subscribes through its heartbeat when it is back.
+MAX_FAILURES = 5
+RETRY_DELAY = 0.2
+
+
+class EdgeLink:
+    def __init__(self, url: str, client: InternalClient, boot: str, metrics: Metrics, max_queue: int) -> None:
+        self.url = url
+        self.client = client
+        self.boot = boot
+        self.metrics = metrics
+        self.max_queue = max_queue
+        self.channels: set[str] = set()
+        self.queue: list[bytes] = []
+        self.failures = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, on_dead) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(on_dead))
+
+    def enqueue(self, encoded: bytes) -> None:
+        self.queue.append(encoded)
+        if len(self.queue) > self.max_queue:
+            dropped = len(self.queue) - self.max_queue
+            del self.queue[:dropped]
+            self.metrics.incr("deliver.dropped", dropped)
+        self._wakeup.set()
+
+    async def _run(self, on_dead) -> None:
+        prefix = b'{"boot":' + json.dumps(self.boot).encode() + b',"messages":['
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self.queue:
+                batch, self.queue = self.queue, []
+                body = prefix + b",".join(batch) + b"]}"
+                try:
+                    await self.client.post("/v1/deliver", body, op="deliver")
+                except RemoteError:
+                    self.failures += 1
+                    self.metrics.incr("deliver.lost", len(batch))
+                    if self.failures >= MAX_FAILURES:
+                        on_dead(self)
+                        return
+                    await asyncio.sleep(RETRY_DELAY)
+                    continue
+                self.failures = 0
+                self.metrics.incr("deliver.batches")
+                self.metrics.incr("deliver.messages", len(batch))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self.client.close()
+
+
+class ExchangeService:
+    def __init__(self, settings: ExchangeSettings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.boot = uuid.uuid4().hex
+        self.edges: dict[str, EdgeLink] = {}
+        self.subscribers: defaultdict[str, set[EdgeLink]] = defaultdict(set)
+        self.seq: defaultdict[str, int] = defaultdict(int)
+        self._runner: web.AppRunner | None = None
+        self.addresses: dict[str, str] = {}
+        metrics.gauge_from("edges", lambda: len(self.edges))
+        metrics.gauge_from("channels", lambda: len(self.subscribers))
+
+    async def start(self) -> None:
+        app = web.Application(
+            middlewares=[internal_auth_middleware(self.settings.common.internal_token)],
+            client_max_size=16 * 1024 * 1024,
+        )
+        app.router.add_post("/v1/publish", self._on_publish)
+        app.router.add_post("/v1/subscribe", self._on_subscribe)
+        app.router.add_post("/v1/sync", self._on_sync)
+        app.router.add_post("/v1/heartbeat", self._on_heartbeat)
+        app.router.add_get("/health", self._on_health)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        host, port = self.settings.http_listen
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.addresses["http"] = f"http://{host}:{bound}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for link in list(self.edges.values()):
+            await link.close()
+
+    # ---- subscriptions
+    def _link(self, url: str) -> EdgeLink:
+        link = self.edges.get(url)
+        if link is None:
+            client = InternalClient(
+                f"edge:{url}", url, self.settings.common.internal_token, self.metrics,
+                timeout=self.settings.common.http_timeout, max_conns=self.settings.edge_max_conns,
+            )
+            link = self.edges[url] = EdgeLink(url, client, self.boot, self.metrics, self.settings.max_queue)
+            link.start(self._forget)
+            log.info("edge_added", remote="edge", url=url)
+        return link
+
+    def _forget(self, link: EdgeLink) -> None:
+        log.warning("edge_dropped", remote="edge", url=link.url, failures=link.failures)
+        self.metrics.incr("edges.dropped")
+        self.edges.pop(link.url, None)
+        for channel in link.channels:
+            self._remove(link, channel)
+        asyncio.get_running_loop().create_task(link.client.close())
+
+    def _add(self, link: EdgeLink, channel: str) -> None:
+        link.channels.add(channel)
+        self.subscribers[channel].add(link)
+
+    def _remove(self, link: EdgeLink, channel: str) -> None:
+        link.channels.discard(channel)
+        members = self.subscribers.get(channel)
+        if members is not None:
+            members.discard(link)
+            if not members:
+                del self.subscribers[channel]
+
+    def _edge_url(self, body: dict[str, Any]) -> str:
+        url = body.get("edge")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": "bad_request", "message": "edge must be the edge's http URL"}),
+                content_type="application/json",
+            )
+        return url
+
+    async def _on_subscribe(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        link = self._link(self._edge_url(body))
+        for op, channel in body.get("ops", []):
+            if op == "+":
+                self._add(link, channel)
+            elif op == "-":
+                self._remove(link, channel)
+        return web.json_response({"boot": self.boot, "count": len(link.channels)})
+
+    async def _on_sync(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        link = self._link(self._edge_url(body))
+        wanted = set(body.get("channels", []))
+        for channel in link.channels - wanted:
+            self._remove(link, channel)
+        for channel in wanted - link.channels:
+            self._add(link, channel)
+        return web.json_response({"boot": self.boot, "count": len(link.channels)})
+
+    async def _on_heartbeat(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        link = self.edges.get(self._edge_url(body))
+        return web.json_response({"boot": self.boot, "count": len(link.channels) if link else -1})
+
+    # ---- publishing
+    async def _on_publish(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not all(
+            isinstance(message, dict) and isinstance(message.get("channel"), str) for message in messages
+        ):
+            return json_error(400, "bad_request", "expected {messages: [{channel, ...}, ...]}")
+        started = time.perf_counter()
+        seqs = self.publish(messages)
+        self.metrics.timing("publish", (time.perf_counter() - started) * 1000)
+        return web.json_response({"boot": self.boot, "seqs": seqs})
+
+    def publish(self, messages: list[dict[str, Any]]) -> list[int]:
+        seqs = []
+        for message in messages:
+            channel = message["channel"]
+            self.seq[channel] += 1
+            message["seq"] = self.seq[channel]
+            seqs.append(message["seq"])
+            links = self.subscribers.get(channel)
+            if links:
+                encoded = json.dumps(message, separators=(",", ":")).encode()
+                for link in links:
+                    link.enqueue(encoded)
+        self.metrics.incr("messages.published", len(messages))
+        return seqs
+
+    async def _on_health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "boot": self.boot, "edges": len(self.edges)})
