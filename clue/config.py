@@ -16,6 +16,8 @@ class ClueSettings:
     cache_timeout: float
     exchange_urls: list[str]
     channel_cache_ttl: float
+    rate_limit: int
+    rate_window: float
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ClueSettings:
@@ -30,4 +32,7 @@ class ClueSettings:
             exchange_urls=env.urls("EXCHANGE_URLS"),
             # A safety net under pub/sub invalidation, not the way changes spread.
             channel_cache_ttl=env.duration("CHANNEL_CACHE_TTL", "30s"),
+            # Twitch's limit for ordinary chatters: 20 messages per 30 seconds.
+            rate_limit=env.int("RATE_LIMIT", 20, minimum=1),
+            rate_window=env.duration("RATE_WINDOW", "30s"),
         )

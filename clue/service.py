@@ -185,7 +185,14 @@ class ClueService:
             state = await self.channels.get(channel)
         except ShardUnavailable:
             raise Rejected("msg_service_unavailable") from None
-        check = Check(user_id=identity.user_id, channel=channel, text=text, member=str(uuid.uuid4()))
+        check = Check(
+            user_id=identity.user_id,
+            channel=channel,
+            text=text,
+            member=str(uuid.uuid4()),
+            rate_limit=self.settings.rate_limit,
+            rate_window_ms=int(self.settings.rate_window * 1000),
+        )
         return identity, state, check
 
     def _stamp(self, item: dict[str, Any], identity: Identity, state: ChannelState, check: Check) -> dict[str, Any]:

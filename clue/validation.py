@@ -17,8 +17,6 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from clue.shards import Shard, ShardSet, ShardUnavailable, pipeline_call, user_key
 
-RATE_WINDOW_MS = 30_000
-RATE_LIMIT = 20
 DUPLICATE_WINDOW_MS = 30_000
 
 # KEYS: ban, rate, last, chatted.  ARGV: channel, limit, window_ms, digest,
@@ -60,7 +58,8 @@ class Check:
     channel: str
     text: str
     member: str  # unique per message: its id
-    rate_limit: int = RATE_LIMIT
+    rate_limit: int
+    rate_window_ms: int
     duplicate_window_ms: int = DUPLICATE_WINDOW_MS
     slow_ms: int = 0
     verdict: str = ""
@@ -74,7 +73,7 @@ class Check:
             user_key(self.user_id, "rate"),
             user_key(self.user_id, f"last:{self.channel}"),
             user_key(self.user_id, "chatted"),
-            self.channel, self.rate_limit, RATE_WINDOW_MS, digest,
+            self.channel, self.rate_limit, self.rate_window_ms, digest,
             self.duplicate_window_ms, self.slow_ms, self.member,
         )
 

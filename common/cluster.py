@@ -177,15 +177,21 @@ class LocalCluster:
             self.redis_addresses.append(address)
         return component
 
+    @staticmethod
+    def _listen(urls: list[str], index: int) -> str:
+        """A restarted service takes the port it had, so its peers find it again."""
+        port = urls[index].rsplit(":", 1)[1] if index < len(urls) else "0"
+        return f"127.0.0.1:{port}"
+
     async def start_exchange(self, index: int) -> Component:
-        env = self.base_env() | {"EXCHANGE_HTTP_LISTEN": "127.0.0.1:0"}
+        env = self.base_env() | {"EXCHANGE_HTTP_LISTEN": self._listen(self.exchange_urls, index)}
         component = await self._service(f"exchange-{index}", "exchange", env)
         self._set_url(self.exchange_urls, index, component.addresses["http"])
         return component
 
     async def start_clue(self, index: int) -> Component:
         env = self.base_env() | {
-            "CLUE_HTTP_LISTEN": "127.0.0.1:0",
+            "CLUE_HTTP_LISTEN": self._listen(self.clue_urls, index),
             "CACHE_SERVERS": ",".join(self.redis_addresses),
             "EXCHANGE_URLS": ",".join(self.exchange_urls),
         }
@@ -196,6 +202,9 @@ class LocalCluster:
     async def start_edge(self, index: int) -> Component:
         irc = self.config.irc_port + index if self.config.irc_port else 0
         ws = self.config.ws_port + index if self.config.ws_port else 0
+        previous = self.components.get(f"edge-{index}")
+        if previous is not None and previous.addresses:  # restarted: same client ports
+            irc, ws = self.edge_addresses(index)
         env = self.base_env() | {
             "EDGE_ID": f"edge-{index}",
             "EDGE_IRC_LISTEN": f"127.0.0.1:{irc}",

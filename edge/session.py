@@ -219,7 +219,7 @@ class Session:
     # ---- keepalive and leaving
     def _on_ping(self, message: Message) -> list[Action]:
         token = message.params[-1] if message.params else self.server
-        return [self._line(Message(source=self.server, command="PONG", params=[self.server, token]))]
+        return [Reply(f":{self.server} PONG {self.server} :{_one_line(token)}")]
 
     def _on_quit(self, message: Message) -> list[Action]:
         self.closed = True
