@@ -1,12 +1,20 @@
-"""Bearer tokens: signed JWTs (HS256 with CHAT_SECRET) naming a chat identity."""
+"""Bearer tokens naming a chat identity, signed with CHAT_SECRET.
+
+A token is base32 of the JSON claims followed by a 64-hex-digit HMAC-SHA256,
+all lowercase letters and digits. That shape matters: tmi.js lowercases the
+token before sending it, which a JWT (base64url, case-sensitive) would not
+survive, and Twitch's own tokens look the same way.
+"""
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import hmac
+import json
 import re
 import time
 from dataclasses import asdict, dataclass
-
-import jwt
 
 LOGIN_RE = re.compile(r"^[a-z0-9_]{1,25}$")
 COLOR_RE = re.compile(r"^#[0-9A-Fa-f]{6}$")
@@ -77,14 +85,32 @@ def issue_token(
         claims["subscriber"] = True
     if ttl is not None:
         claims["exp"] = int(time.time() + ttl)
-    return jwt.encode(claims, secret, algorithm="HS256")
+    encoded = json.dumps(claims, separators=(",", ":")).encode()
+    payload = base64.b32encode(encoded).decode().rstrip("=").lower()
+    return payload + _signature(secret, payload)
+
+
+SIGNATURE_CHARS = 64
+
+
+def _signature(secret: str, payload: str) -> str:
+    return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
 
 
 def verify_token(secret: str, token: str) -> Identity:
+    token = token.strip().lower()
+    payload, signature = token[:-SIGNATURE_CHARS], token[-SIGNATURE_CHARS:]
+    if not payload or not hmac.compare_digest(signature, _signature(secret, payload)):
+        raise TokenError("bad signature")
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["sub", "uid"]})
-    except jwt.PyJWTError as exc:
-        raise TokenError(str(exc)) from None
+        padded = payload.upper() + "=" * (-len(payload) % 8)
+        claims = json.loads(base64.b32decode(padded))
+    except (binascii.Error, ValueError):
+        raise TokenError("malformed claims") from None
+    if not isinstance(claims, dict) or "sub" not in claims or "uid" not in claims:
+        raise TokenError("missing claims")
+    if "exp" in claims and time.time() >= float(claims["exp"]):
+        raise TokenError("expired")
     login = str(claims["sub"])
     if not LOGIN_RE.match(login):
         raise TokenError("bad login claim")

@@ -1,0 +1,32 @@
+// Drives tmi.js against a chatd edge for the test suite.
+// Usage: node tmi_client.js PORT USERNAME TOKEN CHANNEL
+// Prints one JSON event per line on stdout; reads `say TEXT` lines on stdin.
+const tmi = require("tmi.js");
+const readline = require("readline");
+
+const [port, username, token, channel] = process.argv.slice(2);
+const emit = (event) => process.stdout.write(JSON.stringify(event) + "\n");
+
+const client = new tmi.Client({
+  options: { debug: false, skipUpdatingEmotesets: true },
+  connection: { server: "127.0.0.1", port: Number(port), secure: false, reconnect: false },
+  identity: { username, password: `oauth:${token}` },
+  channels: [channel],
+  logger: { info() {}, warn() {}, error() {} },
+});
+
+client.on("connected", (address, port) => emit({ event: "connected", address, port }));
+client.on("join", (chan, user, self) => { if (self) emit({ event: "joined", channel: chan }); });
+client.on("message", (chan, tags, message, self) =>
+  emit({ event: "message", channel: chan, user: tags.username, displayName: tags["display-name"],
+         userId: tags["user-id"], id: tags.id, message, self }));
+client.on("notice", (chan, msgid, message) => emit({ event: "notice", channel: chan, msgid, message }));
+client.on("disconnected", (reason) => { emit({ event: "disconnected", reason }); process.exit(0); });
+
+readline.createInterface({ input: process.stdin }).on("line", (line) => {
+  if (line.startsWith("say ")) client.say(channel, line.slice(4)).catch((err) => emit({ event: "error", error: String(err) }));
+  if (line === "quit") client.disconnect().finally(() => process.exit(0));
+});
+process.stdin.on("end", () => process.exit(0));
+
+client.connect().catch((err) => { emit({ event: "error", error: String(err) }); process.exit(1); });
