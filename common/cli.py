@@ -49,11 +49,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("ready", flush=True)
         watch = asyncio.ensure_future(_first_exit(cluster))
         await asyncio.wait([watch, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-        if watch.done():
+        crashed = watch.done()
+        if crashed:
             print(f"chatd up: {watch.result()} exited; stopping the cluster", file=sys.stderr)
+        watch.cancel()
         await cluster.stop()
         print("stopped", flush=True)
-        return 1 if watch.done() else 0
+        return 1 if crashed else 0
 
     return asyncio.run(run())
 

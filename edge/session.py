@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from common import twitch
-from common.irc import IRCParseError, LineTooLong, Message, parse
+from common.irc import IRCParseError, LineTooLong, Message, parse, serialize_tags
 from common.tokens import LOGIN_RE, Identity
 
 # Tags a client may attach to PRIVMSG; every other client tag is dropped so
@@ -346,9 +346,8 @@ class Session:
     def _notice_id(self, channel: str, msg_id: str, text: str | None = None) -> Reply:
         text = text or twitch.notice_text(msg_id, channel=channel)
         target = channel if twitch.is_valid_channel(channel) else "*"
-        return self._line(
-            Message(tags={"msg-id": msg_id}, source=self.server, command="NOTICE", params=[target, _one_line(text)])
-        )
+        tags = f"@{serialize_tags({'msg-id': msg_id})} " if self.wants_tags else ""
+        return Reply(f"{tags}:{self.server} NOTICE {target} :{_one_line(text)}")
 
     def _tagged(self, tags: dict[str, str], command: str, params: list[str]) -> Reply:
         return self._line(Message(tags=dict(tags), source=self.server, command=command, params=params))

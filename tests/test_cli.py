@@ -1,0 +1,176 @@
+"""The `chatd` command: `up`, `token issue`, and refusing bad configuration."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clue.shards import ShardSet
+from clue.validation import ban_user
+from common.cluster import free_port
+from common.irc import parse
+from common.metrics import Metrics
+from common.tokens import stable_id
+from support import IrcClient
+
+CHATD = str(Path(sys.executable).parent / "chatd")
+
+
+def token_from_cli(cwd: Path, login: str) -> str:
+    result = subprocess.run([CHATD, "token", "issue", login], cwd=cwd, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 1  # the token and nothing else
+    return result.stdout.strip()
+
+
+def children_of(pid: int) -> set[int]:
+    """Every live descendant of `pid`, read from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+class ChatdUp:
+    def __init__(self, cwd: Path, same_ports_as: ChatdUp | None = None) -> None:
+        self.cwd = cwd
+        if same_ports_as is not None:
+            self.irc, self.ws, self.redis = same_ports_as.irc, same_ports_as.ws, same_ports_as.redis
+        else:
+            # Consecutive ports for edges i = 0, 1 and shards 0-2, as SPEC §2 lays them out.
+            while True:
+                irc, ws, self.redis = free_port(), free_port(), free_port()
+                if all(_port_free(p) for p in (irc + 1, ws + 1, self.redis + 1, self.redis + 2)):
+                    break
+            self.irc, self.ws = [irc, irc + 1], [ws, ws + 1]
+        self.process: asyncio.subprocess.Process | None = None
+        self.output: list[str] = []
+
+    async def start(self) -> None:
+        irc, ws = self.irc[0], self.ws[0]
+        self.process = await asyncio.create_subprocess_exec(
+            CHATD, "up", "--edges", "2", "--shards", "3", "--irc-port", str(irc), "--ws-port", str(ws),
+            "--redis-port", str(self.redis), cwd=self.cwd,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        assert self.process.stdout is not None
+
+        async def until_ready() -> None:
+            while line := (await self.process.stdout.readline()).decode():
+                self.output.append(line.rstrip())
+                if line.startswith("ready"):
+                    return
+            raise AssertionError(f"chatd up exited: {self.output} {(await self.process.stderr.read()).decode()}")
+
+        await asyncio.wait_for(until_ready(), 60)
+
+    async def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.process.wait(), 30)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.asyncio
+async def test_chatd_up_runs_a_cluster_keeps_state_and_leaves_nothing_behind(tmp_path):
+    up = ChatdUp(tmp_path)
+    await up.start()
+    try:
+        printed = "\n".join(up.output)
+        for port in (*up.irc, *up.ws, up.redis, up.redis + 1, up.redis + 2):
+            assert f":{port}" in printed
+        children = children_of(up.process.pid)
+        assert len(children) >= 3 + 1 + 1 + 2  # shards, exchange, clue, edges
+
+        alice = await IrcClient.tcp(up.irc[0], "alice")
+        await alice.register("alice", token_from_cli(tmp_path, "alice"))
+        await alice.join("#home")
+        bob = await IrcClient.ws(up.ws[1], "bob")
+        await bob.register("bob", token_from_cli(tmp_path, "bob"))
+        await bob.join("#home")
+        await alice.send("PRIVMSG #home :across edges")
+        await bob.expect_message("PRIVMSG", "across edges")
+        await alice.close()
+        await bob.close()
+
+        shards = ShardSet([("127.0.0.1", up.redis + i) for i in range(3)], 2, 1.0, Metrics("127.0.0.1", 9, "t", "t"))
+        await ban_user(shards, "#home", stable_id("alice"))
+        await shards.close()
+    finally:
+        code = await up.stop()
+    assert code == 0
+    assert not [pid for pid in children if alive(pid)], "chatd up left processes behind"
+
+    # Same directory and ports, new run: the secret and the ban are still there.
+    up = ChatdUp(tmp_path, same_ports_as=up)
+    await up.start()
+    try:
+        alice = await IrcClient.tcp(up.irc[0], "alice")
+        await alice.register("alice", token_from_cli(tmp_path, "alice"))
+        await alice.join("#home")
+        await alice.send("PRIVMSG #home :am I still banned?")
+        notice = parse(await alice.expect(r" NOTICE #home "))
+        assert notice.tags["msg-id"] == "msg_banned"
+        await alice.close()
+    finally:
+        assert await up.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("service", "env", "variable"),
+    [
+        ("clue", {"CHAT_SECRET": "s" * 32, "EXCHANGE_URLS": "http://127.0.0.1:1"}, "CACHE_SERVERS"),
+        ("clue", {"CHAT_SECRET": "s" * 32, "EXCHANGE_URLS": "http://127.0.0.1:1",
+                  "CACHE_SERVERS": "127.0.0.1:7000", "CACHE_TIMEOUT": "fast"}, "CACHE_TIMEOUT"),
+        ("clue", {"EXCHANGE_URLS": "http://127.0.0.1:1", "CACHE_SERVERS": "127.0.0.1:7000"}, "CHAT_SECRET"),
+        ("edge", {"CLUE_URLS": "127.0.0.1:7100", "EXCHANGE_URLS": "http://127.0.0.1:1"}, "CLUE_URLS"),
+        ("exchange", {"CHAT_INTERNAL_TOKEN": ""}, "CHAT_INTERNAL_TOKEN"),
+    ],
+)
+def test_services_refuse_bad_configuration_with_one_line(service, env, variable):
+    base = {"PATH": os.environ["PATH"], "CHAT_INTERNAL_TOKEN": "i" * 32}
+    result = subprocess.run(
+        [CHATD, service], env=base | env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_token_issue_refuses_a_bad_login(tmp_path):
+    result = subprocess.run([CHATD, "token", "issue", "Not A Login"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,132 @@
+"""The edge's sans-I/O connection state machine, fed strings."""
+from common.irc import LineTooLong
+from common.tokens import Identity
+from edge.session import Authenticate, Close, JoinChannel, PartChannel, Publish, Reply, Session
+
+ALICE = Identity(login="alice", user_id="1001", display_name="Alice", color="#FF0000")
+
+
+def lines(actions) -> list[str]:
+    return [a.line for a in actions if isinstance(a, Reply)]
+
+
+def registered(caps: str = "twitch.tv/tags twitch.tv/commands") -> Session:
+    session = Session()
+    session.receive(f"CAP REQ :{caps}")
+    session.receive("PASS oauth:abc")
+    [auth] = session.receive("NICK alice")
+    assert isinstance(auth, Authenticate) and auth.token == "abc"
+    session.login_succeeded(ALICE)
+    return session
+
+
+def test_cap_ls_holds_registration_until_cap_end():
+    session = Session()
+    assert lines(session.receive("CAP LS 302")) == [
+        ":tmi.twitch.tv CAP * LS :twitch.tv/tags twitch.tv/commands twitch.tv/membership"
+    ]
+    assert session.receive("NICK justinfan1") == []
+    assert lines(session.receive("CAP REQ :twitch.tv/tags twitch.tv/foo")) == [
+        ":tmi.twitch.tv CAP * NAK :twitch.tv/tags twitch.tv/foo"
+    ]
+    assert lines(session.receive("CAP REQ :twitch.tv/membership")) == [
+        ":tmi.twitch.tv CAP * ACK :twitch.tv/membership"
+    ]
+    welcome = lines(session.receive("CAP END"))
+    assert welcome[0] == ":tmi.twitch.tv 001 justinfan1 :Welcome, GLHF!"
+    assert welcome[-1] == ":tmi.twitch.tv 376 justinfan1 :>"
+    assert session.anonymous
+
+
+def test_login_uses_the_token_identity_and_sends_globaluserstate():
+    session = Session()
+    session.receive("CAP REQ :twitch.tv/tags twitch.tv/commands")
+    session.receive("PASS oauth:abc")
+    session.receive("NICK whoever")
+    out = lines(session.login_succeeded(ALICE))
+    assert out[0] == ":tmi.twitch.tv 001 alice :Welcome, GLHF!"
+    assert out[-1] == (
+        "@badge-info=;badges=;color=#FF0000;display-name=Alice;emote-sets=0;user-id=1001;user-type="
+        " :tmi.twitch.tv GLOBALUSERSTATE"
+    )
+
+
+def test_missing_or_malformed_pass_is_refused():
+    session = Session()
+    session.receive("PASS hunter2")
+    actions = session.receive("NICK alice")
+    assert lines(actions) == [":tmi.twitch.tv NOTICE * :Improperly formatted auth"]
+    assert isinstance(actions[-1], Close)
+
+
+def test_failed_login_closes_with_twitchs_notice():
+    session = Session()
+    session.receive("PASS oauth:bad")
+    session.receive("NICK alice")
+    actions = session.login_failed()
+    assert lines(actions) == [":tmi.twitch.tv NOTICE * :Login authentication failed"]
+    assert isinstance(actions[-1], Close)
+
+
+def test_lines_sent_during_login_are_replayed_after_it():
+    session = Session()
+    session.receive("PASS oauth:abc")
+    session.receive("NICK alice")
+    assert session.receive("JOIN #a") == []
+    actions = session.login_succeeded(ALICE)
+    assert JoinChannel("#a") in actions
+
+
+def test_join_part_and_privmsg():
+    session = registered()
+    assert session.receive("JOIN #Foo,#bar,not-a-channel") == [
+        JoinChannel("#foo"),
+        JoinChannel("#bar"),
+        Reply("@msg-id=msg_channel_suspended :tmi.twitch.tv NOTICE * :This channel does not exist or has been suspended."),
+    ]
+    out = lines(session.join_succeeded("#foo", {"room-id": "7"}, {"mod": "0"}))
+    assert out[:3] == [
+        ":alice!alice@alice.tmi.twitch.tv JOIN #foo",
+        ":alice.tmi.twitch.tv 353 alice = #foo :alice",
+        ":alice.tmi.twitch.tv 366 alice #foo :End of /NAMES list",
+    ]
+    assert out[3] == "@mod=0 :tmi.twitch.tv USERSTATE #foo"
+    assert out[4] == "@room-id=7 :tmi.twitch.tv ROOMSTATE #foo"
+    assert session.receive("@client-nonce=n;badges=staff/1 PRIVMSG #foo :hi there") == [
+        Publish("#foo", "hi there", {"client-nonce": "n"})
+    ]
+    assert lines(session.receive("PRIVMSG #bar :not yet")) == [
+        ":tmi.twitch.tv 442 alice #bar :You're not on that channel"
+    ]
+    actions = session.receive("PART #foo")
+    assert actions[0] == PartChannel("#foo")
+    assert lines(actions) == [":alice!alice@alice.tmi.twitch.tv PART #foo"]
+
+
+def test_rejection_becomes_a_tagged_notice():
+    session = registered()
+    session.join_succeeded("#foo", {}, {})
+    out = lines(session.publish_rejected("#foo", "msg_ratelimit", "Too fast."))
+    assert out == ["@msg-id=msg_ratelimit :tmi.twitch.tv NOTICE #foo :Too fast."]
+
+
+def test_without_tags_capability_lines_carry_no_tags():
+    session = registered(caps="twitch.tv/commands")
+    session.join_succeeded("#foo", {}, {})
+    assert lines(session.publish_rejected("#foo", "msg_duplicate", "Same.")) == [
+        ":tmi.twitch.tv NOTICE #foo :Same."
+    ]
+
+
+def test_errors_keep_the_session_usable():
+    session = registered()
+    assert lines(session.receive(LineTooLong("too long"))) == [":tmi.twitch.tv 417 alice :Input line was too long"]
+    assert lines(session.receive("WHO #foo")) == [":tmi.twitch.tv 421 alice WHO :Unknown command"]
+    assert lines(session.receive("PING :tmi.twitch.tv")) == [":tmi.twitch.tv PONG tmi.twitch.tv :tmi.twitch.tv"]
+    assert isinstance(session.receive("QUIT")[0], Close)
+
+
+def test_commands_before_registration_are_refused():
+    session = Session()
+    assert lines(session.receive("JOIN #foo")) == [":tmi.twitch.tv 451 * JOIN :You have not registered"]
+    assert lines(session.receive("NICK Bad-Nick!")) == [":tmi.twitch.tv 432 * bad-nick! :Erroneous nickname"]
