@@ -16,12 +16,12 @@ class ConfigError(Exception):
     """A configuration value is missing or malformed."""
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
 def parse_duration(text: str) -> float:
-    """`100ms`, `1s`, `1.5s`, `2m` or a bare number of seconds → seconds."""
+    """`100ms`, `1s`, `1.5s`, `2m`, `1h` or a bare number of seconds → seconds."""
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"expected a duration like 100ms or 2s, got {text!r}")

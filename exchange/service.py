@@ -108,6 +108,7 @@ class ExchangeService:
         app.router.add_post("/v1/subscribe", self._on_subscribe)
         app.router.add_post("/v1/sync", self._on_sync)
         app.router.add_post("/v1/heartbeat", self._on_heartbeat)
+        app.router.add_get("/v1/channels/{channel}", self._on_channel)
         app.router.add_get("/health", self._on_health)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -217,6 +218,12 @@ class ExchangeService:
                     link.enqueue(encoded)
         self.metrics.incr("messages.published", len(messages))
         return seqs
+
+    async def _on_channel(self, request: web.Request) -> web.Response:
+        """Which edges hold a channel, and how far its sequence has got."""
+        channel = "#" + request.match_info["channel"].lstrip("#")
+        edges = sorted(link.url for link in self.subscribers.get(channel, ()))
+        return web.json_response({"channel": channel, "edges": edges, "seq": self.seq.get(channel, 0)})
 
     async def _on_health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "boot": self.boot, "edges": len(self.edges)})
