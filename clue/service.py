@@ -16,7 +16,13 @@ from clue.shards import ShardSet, ShardUnavailable
 from clue.validation import Check, load_scripts, run_checks
 from common import twitch
 from common.batch import Batcher
-from common.internal_http import InternalClient, RemoteError, internal_auth_middleware, json_error, read_json
+from common.internal_http import (
+    InternalClient,
+    InternalServer,
+    RemoteError,
+    json_error,
+    read_json,
+)
 from common.irc import Message
 from common.metrics import Metrics
 from common.ring import Ring
@@ -67,31 +73,24 @@ class ClueService:
         self.exchange = ExchangePublisher(
             settings.exchange_urls, settings.common.internal_token, metrics, settings.common.http_timeout
         )
-        self._runner: web.AppRunner | None = None
+        self.server = InternalServer(
+            settings.common.internal_token,
+            [
+                web.post("/v1/login", self._on_login),
+                web.post("/v1/join", self._on_join),
+                web.post("/v1/messages", self._on_messages),
+                web.get("/health", self._on_health),
+            ],
+        )
         self.addresses: dict[str, str] = {}
 
     async def start(self) -> None:
         await load_scripts(self.shards)
         self.channels.start()
-        app = web.Application(
-            middlewares=[internal_auth_middleware(self.settings.common.internal_token)],
-            client_max_size=8 * 1024 * 1024,
-        )
-        app.router.add_post("/v1/login", self._on_login)
-        app.router.add_post("/v1/join", self._on_join)
-        app.router.add_post("/v1/messages", self._on_messages)
-        app.router.add_get("/health", self._on_health)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        host, port = self.settings.http_listen
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.addresses["http"] = f"http://{host}:{bound}"
+        self.addresses["http"] = await self.server.start(self.settings.http_listen)
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.server.stop()
         await self.channels.close()
         await self.exchange.close()
         await self.shards.close()

@@ -13,7 +13,7 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
 from clue.shards import Shard, ShardSet, ShardUnavailable, pipeline_call, user_key
 
@@ -98,8 +98,8 @@ async def _run_on_shard(shard: Shard, checks: list[Check]) -> None:
         for check in checks:
             check.verdict = "msg_service_unavailable"
         return
-    for check, result in zip(checks, results):
-        if isinstance(result, (ResponseError, Exception)):
+    for check, result in zip(checks, results, strict=True):
+        if isinstance(result, Exception):
             check.verdict = "msg_service_unavailable"
             continue
         check.verdict = result[0].decode()

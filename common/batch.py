@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from common.tasks import cancel_and_wait
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -63,17 +65,12 @@ class Batcher(Generic[Item, Result]):
                 if not future.done():
                     future.set_exception(exc)
             return
-        for future, result in zip(futures, results):
+        for future, result in zip(futures, results, strict=True):
             if not future.done():
                 future.set_result(result)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         for future in self._futures:
             if not future.done():
                 future.cancel()

@@ -139,3 +139,33 @@ class InternalClient:
 
     async def close(self) -> None:
         await self._session.close()
+
+
+class InternalServer:
+    """An aiohttp app guarded by the internal token, on its own listener."""
+
+    def __init__(self, token: str, routes: list[web.RouteDef], max_body: int = 16 * 1024 * 1024) -> None:
+        app = web.Application(middlewares=[internal_auth_middleware(token)], client_max_size=max_body)
+        app.add_routes(routes)
+        self._runner = web.AppRunner(app, access_log=None)
+        self.url = ""
+
+    async def start(self, listen: tuple[str, int]) -> str:
+        """Listen on `listen` (port 0: any free port); returns the base URL."""
+        await self._runner.setup()
+        host, port = listen
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://{url_host(host)}:{bound}"
+        return self.url
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+
+def url_host(host: str) -> str:
+    """A bound host as it should appear in a URL others connect to."""
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host

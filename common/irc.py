@@ -148,10 +148,8 @@ def _parse_tags(raw: str) -> dict[str, str]:
 
 def parse(line: str) -> Message:
     """Parse one line, with or without its trailing CRLF or LF."""
-    if line.endswith("\n"):
-        line = line[:-1]
-    if line.endswith("\r"):
-        line = line[:-1]
+    line = line.removesuffix("\n")
+    line = line.removesuffix("\r")
     if "\0" in line or "\r" in line or "\n" in line:
         raise IRCParseError("line contains NUL, CR or LF")
     rest = line.lstrip(" ")
@@ -212,7 +210,7 @@ class LineReader:
     buffer stays bounded whatever the peer sends.
     """
 
-    __slots__ = ("_max", "_max_message", "_buf", "_discarding")
+    __slots__ = ("_buf", "_discarding", "_max", "_max_message")
 
     def __init__(self, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         if max_message_bytes < 3:

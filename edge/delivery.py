@@ -24,7 +24,7 @@ MEMBERSHIP_ONLY = frozenset({"JOIN", "PART"})
 
 
 class Encoded:
-    __slots__ = ("tagged", "plain", "needs", "origin")
+    __slots__ = ("needs", "origin", "plain", "tagged")
 
     def __init__(self, item: dict[str, Any]) -> None:
         line = item["line"]

@@ -10,14 +10,22 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from common.internal_http import RemoteError, internal_auth_middleware, json_error
+from common.internal_http import InternalServer, RemoteError, json_error, url_host
 from common.irc import LineTooLong
 from common.metrics import Metrics
 from edge import delivery
 from edge.config import EdgeSettings
 from edge.connections import ClientConnection, WebSocketConnection
 from edge.hub import Hub
-from edge.session import Action, Authenticate, Close, JoinChannel, PartChannel, Publish, Reply
+from edge.session import (
+    Action,
+    Authenticate,
+    Close,
+    JoinChannel,
+    PartChannel,
+    Publish,
+    Reply,
+)
 from edge.upstream import ClueClient, Subscriptions
 
 log = structlog.get_logger()
@@ -40,7 +48,10 @@ class EdgeService:
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._servers: list[asyncio.AbstractServer] = []
-        self._runner: web.AppRunner | None = None
+        self.server = InternalServer(
+            settings.common.internal_token,
+            [web.post("/v1/deliver", self._on_deliver), web.get("/health", self._on_health)],
+        )
         self.clue = ClueClient(
             settings.clue_urls, settings.common.internal_token, metrics, settings.common.http_timeout
         )
@@ -52,16 +63,8 @@ class EdgeService:
     # ---- lifecycle
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        app = web.Application(middlewares=[internal_auth_middleware(self.settings.common.internal_token)])
-        app.router.add_post("/v1/deliver", self._on_deliver)
-        app.router.add_get("/health", self._on_health)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        host, port = self.settings.http_listen
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        edge_url = self.settings.advertised_url or f"http://{_url_host(host)}:{http_port}"
+        bound_url = await self.server.start(self.settings.http_listen)
+        edge_url = self.settings.advertised_url or bound_url
         self.addresses["http"] = edge_url
 
         self.subscriptions = Subscriptions(
@@ -77,7 +80,7 @@ class EdgeService:
             server = await loop.create_server(factory, host, port, backlog=4096, reuse_address=True)
             self._servers.append(server)
             bound = server.sockets[0].getsockname()
-            self.addresses[kind] = f"{'irc' if kind == 'irc' else 'ws'}://{_url_host(host)}:{bound[1]}"
+            self.addresses[kind] = f"{kind}://{url_host(host)}:{bound[1]}"
 
     async def stop(self) -> None:
         for server in self._servers:
@@ -89,8 +92,7 @@ class EdgeService:
         if self.subscriptions is not None:
             await self.subscriptions.close()
         await self.clue.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.server.stop()
 
     # ---- connections
     def next_conn_id(self) -> int:
@@ -190,7 +192,8 @@ class EdgeService:
         self.metrics.incr("joins")
 
     def _leave(self, conn: ClientConnection, channel: str) -> None:
-        if self.hub.members(channel) is None or conn not in self.hub.members(channel):  # type: ignore[operator]
+        members = self.hub.members(channel)
+        if not members or conn not in members:
             return
         self.hub.remove(conn, channel)
         assert self.subscriptions is not None
@@ -252,8 +255,3 @@ class EdgeService:
     async def _on_health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "connections": len(self.conns), "channels": len(self.hub)})
 
-
-def _url_host(host: str) -> str:
-    if host in ("0.0.0.0", ""):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host

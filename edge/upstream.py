@@ -11,6 +11,7 @@ from common.batch import Batcher
 from common.internal_http import InternalClient, RemoteError
 from common.metrics import Metrics
 from common.ring import Ring
+from common.tasks import cancel_and_wait
 from common.tokens import Identity
 
 log = structlog.get_logger()
@@ -180,12 +181,7 @@ class ExchangeLink:
         self._boot = answer.get("boot", self._boot)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         await self.client.close()
 
 

@@ -18,8 +18,15 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from common.internal_http import InternalClient, RemoteError, internal_auth_middleware, json_error, read_json
+from common.internal_http import (
+    InternalClient,
+    InternalServer,
+    RemoteError,
+    json_error,
+    read_json,
+)
 from common.metrics import Metrics
+from common.tasks import cancel_and_wait
 from exchange.config import ExchangeSettings
 
 log = structlog.get_logger()
@@ -77,12 +84,7 @@ class EdgeLink:
                 self.metrics.incr("deliver.messages", len(batch))
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         await self.client.close()
 
 
@@ -94,33 +96,26 @@ class ExchangeService:
         self.edges: dict[str, EdgeLink] = {}
         self.subscribers: defaultdict[str, set[EdgeLink]] = defaultdict(set)
         self.seq: defaultdict[str, int] = defaultdict(int)
-        self._runner: web.AppRunner | None = None
+        self.server = InternalServer(
+            settings.common.internal_token,
+            [
+                web.post("/v1/publish", self._on_publish),
+                web.post("/v1/subscribe", self._on_subscribe),
+                web.post("/v1/sync", self._on_sync),
+                web.post("/v1/heartbeat", self._on_heartbeat),
+                web.get("/v1/channels/{channel}", self._on_channel),
+                web.get("/health", self._on_health),
+            ],
+        )
         self.addresses: dict[str, str] = {}
         metrics.gauge_from("edges", lambda: len(self.edges))
         metrics.gauge_from("channels", lambda: len(self.subscribers))
 
     async def start(self) -> None:
-        app = web.Application(
-            middlewares=[internal_auth_middleware(self.settings.common.internal_token)],
-            client_max_size=16 * 1024 * 1024,
-        )
-        app.router.add_post("/v1/publish", self._on_publish)
-        app.router.add_post("/v1/subscribe", self._on_subscribe)
-        app.router.add_post("/v1/sync", self._on_sync)
-        app.router.add_post("/v1/heartbeat", self._on_heartbeat)
-        app.router.add_get("/v1/channels/{channel}", self._on_channel)
-        app.router.add_get("/health", self._on_health)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        host, port = self.settings.http_listen
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.addresses["http"] = f"http://{host}:{bound}"
+        self.addresses["http"] = await self.server.start(self.settings.http_listen)
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.server.stop()
         for link in list(self.edges.values()):
             await link.close()
 

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import pytest
+from support import running_cluster
 
 from clue.channels import ChannelCache
 from clue.shards import ShardSet
 from common.irc import parse
 from common.metrics import Metrics
-from support import running_cluster
 
 
 @pytest.mark.asyncio

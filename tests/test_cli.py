@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import IrcClient
 
 from clue.shards import ShardSet
 from clue.validation import ban_user
@@ -16,7 +17,6 @@ from common.cluster import free_port
 from common.irc import parse
 from common.metrics import Metrics
 from common.tokens import stable_id
-from support import IrcClient
 
 CHATD = str(Path(sys.executable).parent / "chatd")
 

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from support import running_cluster
 
 JS_DIR = Path(__file__).parent / "js"

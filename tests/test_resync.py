@@ -6,7 +6,6 @@ import itertools
 import signal
 
 import pytest
-
 from support import IrcClient, running_cluster
 
 

@@ -1,7 +1,15 @@
 """The edge's sans-I/O connection state machine, fed strings."""
 from common.irc import LineTooLong
 from common.tokens import Identity
-from edge.session import Authenticate, Close, JoinChannel, PartChannel, Publish, Reply, Session
+from edge.session import (
+    Authenticate,
+    Close,
+    JoinChannel,
+    PartChannel,
+    Publish,
+    Reply,
+    Session,
+)
 
 ALICE = Identity(login="alice", user_id="1001", display_name="Alice", color="#FF0000")
 

@@ -8,10 +8,10 @@ import uuid
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
+from support import IrcClient, running_cluster
 
 from common.irc import parse
 from common.tokens import stable_id
-from support import IrcClient, running_cluster
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

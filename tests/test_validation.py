@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import pytest
 import pytest_asyncio
+from support import running_cluster
 
 from clue.shards import ShardSet
 from clue.validation import ban_user, unban_user
 from common.irc import parse
 from common.metrics import Metrics
 from common.tokens import stable_id
-from support import running_cluster
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
