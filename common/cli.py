@@ -107,6 +107,12 @@ def cmd_service(args: argparse.Namespace) -> int:
     return run_service("exchange", ExchangeSettings.from_env, ExchangeService)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from loadtest.bench import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chatd", description="Twitch-compatible chat server")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("edge", "clue", "exchange"):
         service = sub.add_parser(name, help=f"run one {name} process, configured by the environment")
         service.set_defaults(handler=cmd_service)
+
+    from loadtest.bench import build_parser as bench_parser
+
+    bench = sub.add_parser("bench", help="side-by-side benchmarks (fanout, e2e, ingest, memory, keepalive)")
+    bench_parser(bench)
+    bench.set_defaults(handler=cmd_bench)
 
     token = sub.add_parser("token", help="bearer tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)

@@ -27,6 +27,7 @@ MAX_WS_MESSAGE = 64 * 1024
 
 class ClientConnection(asyncio.Protocol):
     kind = "tcp"
+    __slots__ = ("service", "conn_id", "session", "reader", "transport", "peer", "open")
 
     def __init__(self, service: EdgeService) -> None:
         self.service = service
@@ -76,6 +77,7 @@ class ClientConnection(asyncio.Protocol):
 
 class WebSocketConnection(ClientConnection):
     kind = "ws"
+    __slots__ = ("ws", "_fragments")
 
     def __init__(self, service: EdgeService) -> None:
         super().__init__(service)

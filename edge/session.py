@@ -63,10 +63,16 @@ Action = Reply | Close | Authenticate | JoinChannel | PartChannel | Publish
 
 
 class Session:
+    # Slots and a class-level command table: an edge holds tens of thousands
+    # of these, so every per-instance dict counts.
+    __slots__ = (
+        "server", "max_channels", "variant", "nick", "password", "identity", "anonymous", "registered",
+        "closed", "_cap_pending", "_authenticating", "_pending", "channels", "joining",
+    )
+
     def __init__(self, server_name: str = "tmi.twitch.tv", max_channels: int = 1000) -> None:
         self.server = server_name
         self.max_channels = max_channels
-        self.caps: set[str] = set()
         # Capability bits (TAGS | COMMANDS | MEMBERSHIP), read per delivery.
         self.variant = 0
         self.nick = ""
@@ -77,23 +83,15 @@ class Session:
         self.closed = False
         self._cap_pending = False  # CAP LS seen and CAP END not yet: hold registration
         self._authenticating = False
-        self._pending: list[str | LineTooLong] = []
+        self._pending: list[str | LineTooLong] | None = None
         self.channels: set[str] = set()
         self.joining: set[str] = set()
-        self._handlers: dict[str, Callable[[Message], list[Action]]] = {
-            "CAP": self._on_cap,
-            "PASS": self._on_pass,
-            "NICK": self._on_nick,
-            "USER": self._ignore,
-            "PING": self._on_ping,
-            "PONG": self._ignore,
-            "QUIT": self._on_quit,
-            "JOIN": self._on_join,
-            "PART": self._on_part,
-            "PRIVMSG": self._on_privmsg,
-        }
 
     # ---- capabilities of this connection, read by the delivery path
+    @property
+    def caps(self) -> list[str]:
+        return [cap for cap, bit in CAPABILITY_BITS.items() if self.variant & bit]
+
     @property
     def wants_tags(self) -> bool:
         return bool(self.variant & TAGS)
@@ -107,6 +105,8 @@ class Session:
         if self.closed:
             return []
         if self._authenticating:
+            if self._pending is None:
+                self._pending = []
             if len(self._pending) >= MAX_PENDING_LINES:
                 return self._close("Too many lines before login completed")
             self._pending.append(item)
@@ -118,14 +118,14 @@ class Session:
         except IRCParseError as exc:
             return [self._notice("*", f"Malformed line ignored: {exc}")]
         command = message.command.upper()
-        handler = self._handlers.get(command)
+        handler = COMMAND_HANDLERS.get(command)
         if handler is None:
             if not self.registered:
                 return [self._numeric("451", command, "You have not registered")]
             return [self._numeric("421", command, "Unknown command")]
         if not self.registered and command in ("JOIN", "PART", "PRIVMSG"):
             return [self._numeric("451", command, "You have not registered")]
-        return handler(message)
+        return handler(self, message)
 
     # ---- registration
     def _on_cap(self, message: Message) -> list[Action]:
@@ -136,7 +136,7 @@ class Session:
                 self._cap_pending = True
             return [self._raw(f"CAP * LS :{' '.join(twitch.CAPABILITIES)}")]
         if sub == "LIST":
-            return [self._raw(f"CAP * LIST :{' '.join(sorted(self.caps))}")]
+            return [self._raw(f"CAP * LIST :{' '.join(self.caps)}")]
         if sub == "REQ":
             requested = message.params[1] if len(message.params) > 1 else ""
             names = requested.split()
@@ -144,10 +144,9 @@ class Session:
             if names and all(name.lstrip("-") in twitch.CAPABILITIES for name in names):
                 for name in names:
                     if name.startswith("-"):
-                        self.caps.discard(name[1:])
+                        self.variant &= ~CAPABILITY_BITS[name[1:]]
                     else:
-                        self.caps.add(name)
-                self.variant = sum(bit for cap, bit in CAPABILITY_BITS.items() if cap in self.caps)
+                        self.variant |= CAPABILITY_BITS[name]
                 return [self._raw(f"CAP * ACK :{requested}")]
             return [self._raw(f"CAP * NAK :{requested}")]
         if sub == "END":
@@ -195,12 +194,12 @@ class Session:
 
     def login_failed(self) -> list[Action]:
         self._authenticating = False
-        self._pending.clear()
+        self._pending = None
         return self._close("Login authentication failed")
 
     def _replay_pending(self) -> list[Action]:
         actions: list[Action] = []
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending or [], None
         for item in pending:
             actions.extend(self.receive(item))
         return actions
@@ -360,3 +359,18 @@ class Session:
 def _one_line(text: str) -> str:
     """Trailing text never carries a line break or NUL into the output."""
     return text.replace("\r", " ").replace("\n", " ").replace("\0", " ")
+
+
+# IRC command → handler: the whole client-facing command set in one place.
+COMMAND_HANDLERS: dict[str, Callable[[Session, Message], list[Action]]] = {
+    "CAP": Session._on_cap,
+    "PASS": Session._on_pass,
+    "NICK": Session._on_nick,
+    "USER": Session._ignore,
+    "PING": Session._on_ping,
+    "PONG": Session._ignore,
+    "QUIT": Session._on_quit,
+    "JOIN": Session._on_join,
+    "PART": Session._on_part,
+    "PRIVMSG": Session._on_privmsg,
+}

@@ -1,0 +1,488 @@
+"""`chatd bench SCENARIO`: side-by-side benchmarks, printed as a table, saved as JSON and PNG.
+
+Every scenario measures its systems in one run on this machine, so the
+figures that matter are the ratios between them.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from loadtest.fleet import FleetConfig, FleetGroup
+from loadtest.systems import ChatdSystem, NgircdSystem, RawSystem, Sender, System
+from loadtest.traffic import drive, zipf_sizes
+
+# ---------------------------------------------------------------- helpers
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory_kib = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kib / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def settle(fleet: FleetGroup, quiet: float = 0.5, timeout: float = 120.0) -> None:
+    """Wait until the fleet stops receiving (e.g. an IRC server's JOIN storm is over)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = -1
+    while loop.time() < deadline:
+        lines = (await fleet.report())["lines"]
+        if lines == last:
+            return
+        last = lines
+        await asyncio.sleep(quiet)
+
+
+async def wait_for_lines(fleet: FleetGroup, expected: int, stall: float = 5.0, timeout: float = 300.0) -> dict:
+    """Poll until `expected` lines arrived or nothing arrives for `stall` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last_lines, last_change = -1, loop.time()
+    while True:
+        report = await fleet.report()
+        if report["lines"] >= expected or loop.time() > deadline:
+            return report
+        if report["lines"] != last_lines:
+            last_lines, last_change = report["lines"], loop.time()
+        elif loop.time() - last_change > stall:
+            return report
+        await asyncio.sleep(0.05)
+
+
+# ---------------------------------------------------------------- fanout
+
+
+async def fanout_one(system: System, subscribers: int, messages: int, fleet_processes: int) -> dict[str, Any]:
+    channel = "#bench"
+    fleet = FleetGroup()
+    await fleet.start(
+        # Connections arrive 50 at a time: ngircd stops accepting under larger bursts,
+        # and its JOIN storm (every JOIN goes to every member) takes minutes at 10,000.
+        FleetConfig(host="127.0.0.1", port=system.irc_port(), transport="tcp", dialect=system.dialect,
+                    channels=[channel] * subscribers, connect_concurrency=50, ready_timeout=1800),
+        processes=fleet_processes,
+    )
+    sender = Sender(system, "benchsender", [channel])
+    try:
+        await sender.connect()
+        await settle(fleet)
+        await fleet.reset(target_lines=messages)
+        started = time.time()
+        for offset in range(0, messages, 100):
+            sender.write(channel, min(100, messages - offset))
+            await sender.drain()
+        expected = fleet.joined * messages
+        report = await wait_for_lines(fleet, expected)
+        finished = report["reached_at"] or time.time()
+        elapsed = max(finished - started, 1e-6)
+        return {
+            "system": system.name,
+            "subscribers": subscribers,
+            "joined": fleet.joined,
+            "messages": messages,
+            "delivered": report["lines"],
+            "expected": expected,
+            "elapsed_s": round(elapsed, 3),
+            "deliveries_per_s": round(report["lines"] / elapsed),
+        }
+    finally:
+        await sender.close()
+        await fleet.stop()
+
+
+async def scenario_fanout(args: argparse.Namespace) -> dict[str, Any]:
+    results = []
+    factories: dict[str, Callable[[], System]] = {
+        "chatd": lambda: ChatdSystem(edges=1, shards=1),
+        "ngircd": NgircdSystem,
+        "raw": RawSystem,
+    }
+    for name in args.systems:
+        system = factories[name]()
+        await system.start()
+        try:
+            for subscribers in args.subscribers:
+                result = await fanout_one(system, subscribers, args.messages, args.fleet_processes)
+                results.append(result)
+                print_progress(result)
+        finally:
+            await system.stop()
+    ratios = []
+    for subscribers in args.subscribers:
+        by_system = {r["system"]: r["deliveries_per_s"] for r in results if r["subscribers"] == subscribers}
+        row: dict[str, Any] = {"subscribers": subscribers}
+        for other in ("ngircd", "raw"):
+            if "chatd" in by_system and other in by_system and by_system[other]:
+                row[f"chatd/{other}"] = round(by_system["chatd"] / by_system[other], 3)
+        ratios.append(row)
+    return {"results": results, "ratios": ratios}
+
+
+# ---------------------------------------------------------------- e2e
+
+
+async def scenario_e2e(args: argparse.Namespace) -> dict[str, Any]:
+    system = ChatdSystem(edges=2, shards=3)
+    await system.start()
+    channels = [f"#room{i}" for i in range(args.channels)]
+    sizes = dict(zip(channels, zipf_sizes(args.clients, args.channels), strict=True))
+    members = [c for c in channels for _ in range(sizes[c])]
+    random.Random(7).shuffle(members)
+    fleets, senders = [], []
+    try:
+        for edge in range(2):
+            fleet = FleetGroup()
+            await fleet.start(
+                FleetConfig(host="127.0.0.1", port=system.irc_port(edge), transport="tcp", dialect="twitch",
+                            caps="twitch.tv/tags twitch.tv/commands", channels=members[edge::2],
+                            probe_every=max(1, args.clients // 200), first_index=edge * args.clients),
+            )
+            fleets.append(fleet)
+        for index in range(args.senders):
+            sender = Sender(system, f"sender{index}", channels, edge=index % 2)
+            await sender.connect()
+            senders.append(sender)
+        results = []
+        for rate in args.rates:
+            result = {"system": system.name, **await drive(fleets, senders, channels, sizes, rate, args.duration)}
+            results.append(result)
+            print_progress(result)
+        good = [r["rate_in"] for r in results if r["p99_ms"] is not None and r["p99_ms"] < 100 and r["lost"] == 0]
+        return {"results": results, "clients": args.clients, "channels": args.channels,
+                "channel_sizes": [sizes[c] for c in channels],
+                "highest_rate_p99_under_100ms": max(good) if good else None}
+    finally:
+        for sender in senders:
+            await sender.close()
+        for fleet in fleets:
+            await fleet.stop()
+        await system.stop()
+
+
+# ---------------------------------------------------------------- ingest
+
+
+class StatsdCounter(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.samples: Counter[str] = Counter()
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        for metric in data.decode().splitlines():
+            name, _, rest = metric.partition(":")
+            value, _, kind = rest.partition("|")
+            self.samples[name] += 1 if kind.startswith("ms") else int(float(value or 0))
+
+
+async def commandstats(address: str) -> int:
+    host, port = address.split(":")
+    client = aioredis.Redis(host=host, port=int(port))
+    try:
+        info = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return sum(int(stats["calls"]) for name, stats in info.items() if name != "cmdstat_info")
+
+
+async def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    transport, counter = await loop.create_datagram_endpoint(StatsdCounter, local_addr=("127.0.0.1", 0))
+    system = ChatdSystem(edges=1, shards=3, env={"STATSD_PORT": str(transport.get_extra_info("sockname")[1])})
+    await system.start()
+    try:
+        cluster = system.cluster
+        clue_url = cluster.clue_urls[0]
+        headers = {"Authorization": f"Bearer {cluster.internal_token}"}
+        users = [{"login": f"user{i}", "user_id": str(10_000 + i), "display_name": f"user{i}"}
+                 for i in range(args.users)]
+        cold = [f"#cold{i}" for i in range(20)]
+        before = {a: await commandstats(a) for a in cluster.redis_addresses}
+        accepted = sent = 0
+        counter.samples.clear()
+        deadline = loop.time() + args.duration
+        sequence = 0
+
+        async def driver(session: aiohttp.ClientSession, worker: int) -> None:
+            nonlocal accepted, sent, sequence
+            while loop.time() < deadline:
+                batch = []
+                for _ in range(args.batch):
+                    sequence += 1
+                    channel = "#hot" if random.random() < args.hot_share else random.choice(cold)
+                    batch.append({"channel": channel, "text": f"m {sequence}", "client_tags": {},
+                                  "identity": users[sequence % len(users)], "origin": "bench/0"})
+                async with session.post(f"{clue_url}/v1/messages", json={"messages": batch}, headers=headers) as r:
+                    results = (await r.json())["results"]
+                sent += len(batch)
+                accepted += sum(1 for result in results if result["ok"])
+
+        started = loop.time()
+        async with aiohttp.ClientSession() as session:
+            await asyncio.gather(*(driver(session, w) for w in range(args.concurrency)))
+        elapsed = loop.time() - started
+        await asyncio.sleep(1.5)  # one statsd flush
+        after = {a: await commandstats(a) for a in cluster.redis_addresses}
+        commands = {a: after[a] - before[a] for a in before}
+        total_commands = sum(commands.values())
+        round_trips = sum(n for name, n in counter.samples.items()
+                          if name.startswith("chatd.clue.redis.") and name.endswith(".check"))
+        result = {
+            "system": "chatd",
+            "sent": sent,
+            "accepted": accepted,
+            "accepted_per_s": round(accepted / elapsed),
+            "redis_commands_per_accepted": round(total_commands / max(accepted, 1), 3),
+            "redis_round_trips_per_accepted": round(round_trips / max(accepted, 1), 3),
+            "shard_share": {a: round(n / max(total_commands, 1), 3) for a, n in commands.items()},
+            "hot_share": args.hot_share,
+            "batch": args.batch,
+            "concurrency": args.concurrency,
+        }
+        print_progress(result)
+        return {"results": [result]}
+    finally:
+        transport.close()
+        await system.stop()
+
+
+# ---------------------------------------------------------------- memory
+
+
+async def scenario_memory(args: argparse.Namespace) -> dict[str, Any]:
+    results = []
+    for transport_name in args.transports:
+        system = ChatdSystem(edges=1, shards=1)
+        await system.start()
+        fleet = FleetGroup()
+        try:
+            [edge_pid] = system.server_pids()
+            baseline = rss_kib(edge_pid)
+            port = system.irc_port() if transport_name == "tcp" else system.ws_port()
+            channels = [f"#idle{i % 100}" for i in range(args.connections)]
+            await fleet.start(
+                FleetConfig(host="127.0.0.1", port=port, transport=transport_name, dialect="twitch",
+                            caps="twitch.tv/tags twitch.tv/commands", channels=channels),
+                processes=max(1, args.connections // 15_000 + 1),
+            )
+            await settle(fleet)
+            loaded = rss_kib(edge_pid)
+            result = {
+                "system": "chatd",
+                "transport": transport_name,
+                "connections": fleet.joined,
+                "edge_rss_before_kib": baseline,
+                "edge_rss_after_kib": loaded,
+                "kib_per_connection": round((loaded - baseline) / max(fleet.joined, 1), 2),
+            }
+            results.append(result)
+            print_progress(result)
+        finally:
+            await fleet.stop()
+            await system.stop()
+    return {"results": results}
+
+
+# ---------------------------------------------------------------- keepalive
+
+
+async def scenario_keepalive(args: argparse.Namespace) -> dict[str, Any]:
+    system = ChatdSystem(edges=1, shards=1)
+    await system.start()
+    try:
+        cluster = system.cluster
+        edge_url = cluster.components["edge-0"].addresses["http"]
+        headers = {"Authorization": f"Bearer {cluster.internal_token}", "Content-Type": "application/json"}
+        body = json.dumps({"boot": "bench", "messages": [{"channel": "#nobody", "seq": 1, "tags": {},
+                                                           "line": ":a!a@a PRIVMSG #nobody :x"}]})
+        results = []
+        for mode in ("keepalive", "new-connection"):
+            connector = aiohttp.TCPConnector(limit=args.concurrency, force_close=(mode == "new-connection"))
+            async with aiohttp.ClientSession(connector=connector) as session:
+                remaining = args.requests
+
+                async def worker() -> None:
+                    nonlocal remaining
+                    while remaining > 0:
+                        remaining -= 1
+                        async with session.post(f"{edge_url}/v1/deliver", data=body, headers=headers) as r:
+                            assert r.status == 200, await r.text()
+                            await r.read()
+
+                started = time.perf_counter()
+                await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+                elapsed = time.perf_counter() - started
+            result = {"system": "chatd", "mode": mode, "requests": args.requests,
+                      "requests_per_s": round(args.requests / elapsed), "elapsed_s": round(elapsed, 3)}
+            results.append(result)
+            print_progress(result)
+        ratio = round(results[0]["requests_per_s"] / max(results[1]["requests_per_s"], 1), 2)
+        return {"results": results, "keepalive_over_new_connection": ratio}
+    finally:
+        await system.stop()
+
+
+# ---------------------------------------------------------------- output
+
+
+def print_progress(result: dict[str, Any]) -> None:
+    print("  " + "  ".join(f"{k}={v}" for k, v in result.items() if k != "latencies_ms"), file=sys.stderr, flush=True)
+
+
+def print_table(report: dict[str, Any]) -> None:
+    rows = report["results"]
+    columns = [key for key in rows[0] if not isinstance(rows[0][key], (dict, list))]
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    print(f"scenario: {report['scenario']}")
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+    for key, value in report.items():
+        if key not in ("scenario", "machine", "results"):
+            print(f"{key}: {json.dumps(value)}")
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["results"]
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    scenario = report["scenario"]
+    if scenario == "fanout":
+        sizes = sorted({r["subscribers"] for r in rows})
+        systems = list(dict.fromkeys(r["system"] for r in rows))
+        width = 0.8 / len(systems)
+        for i, name in enumerate(systems):
+            values = [next((r["deliveries_per_s"] for r in rows if r["system"] == name and r["subscribers"] == s), 0)
+                      for s in sizes]
+            axis.bar([x + i * width for x in range(len(sizes))], values, width, label=name)
+        axis.set_xticks([x + width * (len(systems) - 1) / 2 for x in range(len(sizes))], [str(s) for s in sizes])
+        axis.set_xlabel("subscribers in one channel")
+        axis.set_ylabel("deliveries per second")
+        axis.legend()
+    elif scenario == "e2e":
+        rates = [r["rate_in"] for r in rows]
+        axis.plot(rates, [r["p50_ms"] or 0 for r in rows], marker="o", label="p50")
+        axis.plot(rates, [r["p99_ms"] or 0 for r in rows], marker="o", label="p99")
+        axis.axhline(100, color="grey", linestyle="--", label="100 ms")
+        axis.set_xlabel("messages per second in")
+        axis.set_ylabel("send→receive latency (ms)")
+        axis.legend()
+    elif scenario == "ingest":
+        shares = rows[0]["shard_share"]
+        axis.bar(list(shares), list(shares.values()))
+        axis.set_ylabel("share of Redis commands")
+        axis.set_title(f"{rows[0]['accepted_per_s']} accepted/s, hot channel {rows[0]['hot_share']:.0%} of traffic")
+    elif scenario == "memory":
+        axis.bar([r["transport"] for r in rows], [r["kib_per_connection"] for r in rows])
+        axis.axhline(16, color="grey", linestyle="--", label="16 KiB target")
+        axis.set_ylabel("KiB per idle connection")
+        axis.legend()
+    elif scenario == "keepalive":
+        axis.bar([r["mode"] for r in rows], [r["requests_per_s"] for r in rows])
+        axis.set_ylabel("exchange→edge deliveries (requests/s)")
+    axis.set_title(f"chatd bench {scenario}" + (f" — {axis.get_title()}" if axis.get_title() else ""))
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+SCENARIOS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = {
+    "fanout": scenario_fanout,
+    "e2e": scenario_e2e,
+    "ingest": scenario_ingest,
+    "memory": scenario_memory,
+    "keepalive": scenario_keepalive,
+}
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="chatd bench")
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("--json", type=Path, help="write results here (and a PNG plot beside it)")
+    parser.add_argument("--plot", type=Path, help="PNG plot path (default: the --json path with .png)")
+    fanout = parser.add_argument_group("fanout")
+    fanout.add_argument("--subscribers", type=int, nargs="+", default=[1000, 5000, 10000])
+    fanout.add_argument("--messages", type=int, default=200)
+    fanout.add_argument("--systems", nargs="+", default=["chatd", "ngircd", "raw"], choices=["chatd", "ngircd", "raw"])
+    fanout.add_argument("--fleet-processes", type=int, default=1)
+    e2e = parser.add_argument_group("e2e")
+    e2e.add_argument("--clients", type=int, default=5000)
+    e2e.add_argument("--channels", type=int, default=50)
+    e2e.add_argument("--rates", type=int, nargs="+", default=[500, 1000, 2000, 3000])
+    e2e.add_argument("--duration", type=float, help="seconds per rate (e2e, default 10) or in all (ingest, default 5)")
+    e2e.add_argument("--senders", type=int, default=4)
+    ingest = parser.add_argument_group("ingest")
+    ingest.add_argument("--users", type=int, default=2000)
+    ingest.add_argument("--hot-share", type=float, default=0.9)
+    ingest.add_argument("--batch", type=int, default=100)
+    ingest.add_argument("--concurrency", type=int, default=4)
+    memory = parser.add_argument_group("memory")
+    memory.add_argument("--connections", type=int, default=10000)
+    memory.add_argument("--transports", nargs="+", default=["tcp", "ws"], choices=["tcp", "ws"])
+    keepalive = parser.add_argument_group("keepalive")
+    keepalive.add_argument("--requests", type=int, default=5000)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvloop
+
+    if args.duration is None:
+        args.duration = {"e2e": 10.0, "ingest": 5.0}.get(args.scenario, 10.0)
+    report = {"scenario": args.scenario, "machine": machine()}
+    report.update(uvloop.run(SCENARIOS[args.scenario](args)))
+    report["results"] = [{k: v for k, v in r.items()} for r in report["results"]]
+    print_table(report)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    plot_path = args.plot or (args.json.with_suffix(".png") if args.json else None)
+    if plot_path:
+        plot(report, plot_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

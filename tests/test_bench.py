@@ -1,0 +1,68 @@
+"""Every benchmark scenario and the swarm generator run end to end at small sizes.
+
+Their figures are not asserted here (performance is judged side by side in a
+full-size run, see docs/benchmarks.md); that they run, measure all systems,
+and write their JSON and plot is.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support import running_cluster
+
+CHATD = str(Path(sys.executable).parent / "chatd")
+
+SCENARIOS = {
+    "fanout": (["--subscribers", "20", "50", "--messages", "10"], {"chatd", "ngircd", "raw"}),
+    "e2e": (["--clients", "60", "--channels", "5", "--rates", "20", "40", "--duration", "1", "--senders", "2"],
+            {"chatd"}),
+    "ingest": (["--users", "50", "--duration", "1", "--batch", "20", "--concurrency", "2"], {"chatd"}),
+    "memory": (["--connections", "100"], {"chatd"}),
+    "keepalive": (["--requests", "100"], {"chatd"}),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_bench_scenario_runs_and_writes_json_and_plot(tmp_path, scenario):
+    options, systems = SCENARIOS[scenario]
+    output = tmp_path / f"{scenario}.json"
+    result = subprocess.run(
+        [CHATD, "bench", scenario, *options, "--json", str(output)],
+        capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["scenario"] == scenario
+    assert report["machine"]["cores"] >= 1
+    assert {row["system"] for row in report["results"]} == systems
+    assert f"scenario: {scenario}" in result.stdout  # the printed table
+    assert output.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    if scenario == "fanout":
+        assert all(row["delivered"] == row["expected"] for row in report["results"])
+        assert {"chatd/ngircd", "chatd/raw"} <= set(report["ratios"][0])
+    if scenario == "e2e":
+        assert all(row["lost"] == 0 for row in report["results"])
+
+
+@pytest.mark.asyncio
+async def test_swarm_generator_spreads_connections_over_processes(tmp_path):
+    async with running_cluster(tmp_path, edges=1, env={"RATE_LIMIT": "100000"}) as cluster:
+        irc_port, _ = cluster.edge_addresses(0)
+        output = tmp_path / "swarm.json"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "loadtest.swarm", "--port", str(irc_port), "--connections", "400",
+            "--processes", "2", "--channels", "8", "--senders", "2", "--rate", "40", "--duration", "2",
+            "--data-dir", str(cluster.data_dir), "--json", str(output),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), 120)
+        assert process.returncode == 0, stderr.decode()[-3000:]
+    report = json.loads(output.read_text())
+    assert report["connections"] == 400 and report["processes"] == 2
+    assert report["delivered"] == report["expected"] > 0
+    assert report["lost"] == 0 and report["latency_samples"] > 0
