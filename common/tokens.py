@@ -14,7 +14,7 @@ import hmac
 import json
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 LOGIN_RE = re.compile(r"^[a-z0-9_]{1,25}$")
 COLOR_RE = re.compile(r"^#[0-9A-Fa-f]{6}$")
@@ -43,7 +43,14 @@ class Identity:
     subscriber: bool = False
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # Written out: dataclasses.asdict showed up in the edge's per-message profile.
+        return {
+            "login": self.login,
+            "user_id": self.user_id,
+            "display_name": self.display_name,
+            "color": self.color,
+            "subscriber": self.subscriber,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> Identity:

@@ -113,12 +113,13 @@ class Member(asyncio.Protocol):
         stats = self.fleet.stats
         if len(stats.latencies_ms) < LATENCY_SAMPLES_MAX:
             stats.latencies_ms.append((now_ns - int(parts[1])) / 1e6)
-        channel = head.rsplit(b" ", 1)[-1].decode()
+        # Each sender numbers its messages per channel: `:sender!… PRIVMSG #chan` is the key.
+        stream = head[head.find(b":"):].decode()
         seq = int(parts[0])
-        previous = self._last_seq.get(channel)
+        previous = self._last_seq.get(stream)
         if previous is not None and seq > previous + 1:
             stats.gaps += seq - previous - 1
-        self._last_seq[channel] = seq
+        self._last_seq[stream] = seq
 
     def send(self, data: bytes) -> None:
         raise NotImplementedError
