@@ -479,7 +479,6 @@ def run(args: argparse.Namespace) -> int:
         args.duration = {"e2e": 10.0, "ingest": 5.0}.get(args.scenario, 10.0)
     report = {"scenario": args.scenario, "machine": machine()}
     report.update(uvloop.run(SCENARIOS[args.scenario](args)))
-    report["results"] = [{k: v for k, v in r.items()} for r in report["results"]]
     print_table(report)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ files) as plain asyncio protocols: no task per connection. Ordinary members
 only count the lines they receive (a C-speed `bytes.count`); "probe" members
 also parse the benchmark messages to measure send→receive latency and spot
 gaps. The parent drives a fleet with JSON lines on stdin and reads JSON lines
-on stdout.
+on stdout; the first stdin line is its configuration.
 
 Benchmark messages look like `PRIVMSG #chan :b <channel-seq> <send-time-ns>`.
 """
@@ -254,7 +254,7 @@ def emit(event: dict) -> None:
 def main() -> None:
     import uvloop
 
-    config = FleetConfig(**json.loads(sys.argv[1]))
+    config = FleetConfig(**json.loads(sys.stdin.readline()))
     uvloop.run(serve(config))
 
 
@@ -279,9 +279,14 @@ class FleetGroup:
             part = FleetConfig(**{**config.__dict__, "channels": chunk,
                                   "first_index": config.first_index + number * per_process})
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "loadtest.fleet", json.dumps(part.__dict__),
+                sys.executable, "-m", "loadtest.fleet",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=64 * 1024 * 1024,
             )
+            # The configuration is the first line on stdin: tens of thousands of
+            # channel names would not fit in an argument list.
+            assert process.stdin is not None
+            process.stdin.write(json.dumps(part.__dict__).encode() + b"\n")
+            await process.stdin.drain()
             self.processes.append(process)
         for process in self.processes:
             ready = await self._read(process, timeout=config.ready_timeout + 30)

@@ -6,7 +6,7 @@ files), has a few logged-in senders post at a fixed rate spread over Zipf-sized
 channels, and reports deliveries per second, send→receive latency and lost
 messages. Traffic goes only to a loopback address and stops by itself.
 
-    python -m loadtest.swarm --port 6667 --connections 30000 --processes 3 --rate 500 --duration 30
+    python -m loadtest.swarm --port 6667 6668 --connections 30000 --rate 300 --duration 20
 """
 from __future__ import annotations
 
@@ -35,8 +35,9 @@ def loopback(host: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m loadtest.swarm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", type=loopback, default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=6667, help="an edge's IRC (or, with --transport ws, WS) port")
-    parser.add_argument("--sender-port", type=int, help="IRC port for the senders (default: --port)")
+    parser.add_argument("--port", type=int, nargs="+", default=[6667],
+                        help="edges' IRC (or, with --transport ws, WebSocket) ports; connections are spread over them")
+    parser.add_argument("--sender-port", type=int, help="IRC port for the senders (default: the first --port)")
     parser.add_argument("--transport", choices=["tcp", "ws"], default="tcp")
     parser.add_argument("--connections", type=int, default=20_000)
     parser.add_argument("--processes", type=int, default=0, help="fleet processes (default: enough for the count)")
@@ -51,33 +52,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace) -> dict:
     secret = load_or_create_secret(Path(args.data_dir or os.environ.get("CHATD_DATA_DIR") or ".chatd"))
-    target = ExternalChatd(args.host, args.sender_port or args.port, secret)
+    target = ExternalChatd(args.host, args.sender_port or args.port[0], secret)
     channels = [f"#swarm{i}" for i in range(args.channels)]
     sizes = dict(zip(channels, zipf_sizes(args.connections, args.channels), strict=True))
     members = [channel for channel in channels for _ in range(sizes[channel])]
     random.Random(11).shuffle(members)
-    processes = args.processes or -(-args.connections // MAX_CONNECTIONS_PER_PROCESS)
-    fleet = FleetGroup()
+    ports = args.port
+    processes = max(args.processes, len(ports), -(-args.connections // MAX_CONNECTIONS_PER_PROCESS))
+    fleets = [FleetGroup() for _ in ports]
     senders: list[Sender] = []
     try:
-        await fleet.start(
-            FleetConfig(host=args.host, port=args.port, transport=args.transport, dialect="twitch",
-                        caps="twitch.tv/tags twitch.tv/commands", channels=members,
-                        probe_every=max(1, args.connections // 500), ready_timeout=600),
-            processes=processes,
-        )
-        print(f"connected {fleet.joined} of {args.connections} ({fleet.failed} failed) in {processes} processes",
+        for index, (port, fleet) in enumerate(zip(ports, fleets, strict=True)):
+            share = members[index :: len(ports)]
+            await fleet.start(
+                FleetConfig(host=args.host, port=port, transport=args.transport, dialect="twitch",
+                            caps="twitch.tv/tags twitch.tv/commands", channels=share,
+                            probe_every=max(1, args.connections // 500), ready_timeout=600,
+                            first_index=index * args.connections),
+                processes=max(1, processes // len(ports)),
+            )
+        joined = sum(fleet.joined for fleet in fleets)
+        failed = sum(fleet.failed for fleet in fleets)
+        print(f"connected {joined} of {args.connections} ({failed} failed) in {processes} processes",
               file=sys.stderr, flush=True)
         for index in range(args.senders):
             sender = Sender(target, f"swarmsender{index}", channels)
             await sender.connect()
             senders.append(sender)
-        result = await drive([fleet], senders, channels, sizes, args.rate, args.duration)
-        return {"connections": fleet.joined, "failed": fleet.failed, "processes": processes, **result}
+        result = await drive(fleets, senders, channels, sizes, args.rate, args.duration)
+        return {"connections": joined, "failed": failed, "processes": processes, **result}
     finally:
         for sender in senders:
             await sender.close()
-        await fleet.stop()
+        for fleet in fleets:
+            await fleet.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
