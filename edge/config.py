@@ -20,6 +20,8 @@ class EdgeSettings:
     exchange_urls: list[str]
     max_channels: int
     send_buffer: int
+    ping_interval: float
+    registration_timeout: float
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> EdgeSettings:
@@ -36,4 +38,7 @@ class EdgeSettings:
             exchange_urls=env.urls("EXCHANGE_URLS"),
             max_channels=env.int("EDGE_MAX_CHANNELS", 1000, minimum=1),
             send_buffer=env.int("EDGE_SEND_BUFFER", 4 * 1024 * 1024, minimum=4096),
+            # A silent client gets PING after this long and is closed after twice it.
+            ping_interval=env.duration("EDGE_PING_INTERVAL", "60s"),
+            registration_timeout=env.duration("EDGE_REGISTRATION_TIMEOUT", "10s"),
         )

@@ -7,6 +7,7 @@ gives them. The WebSocket one drives websockets' sans-I/O server protocol.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 from websockets.frames import Opcode
@@ -27,7 +28,7 @@ MAX_WS_MESSAGE = 64 * 1024
 
 class ClientConnection(asyncio.Protocol):
     kind = "tcp"
-    __slots__ = ("service", "conn_id", "session", "reader", "transport", "peer", "open")
+    __slots__ = ("service", "conn_id", "session", "reader", "transport", "peer", "open", "opened_at", "last_input")
 
     def __init__(self, service: EdgeService) -> None:
         self.service = service
@@ -37,6 +38,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.open = False
+        self.opened_at = self.last_input = time.monotonic()
 
     # ---- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -50,6 +52,7 @@ class ClientConnection(asyncio.Protocol):
         self.service.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:
+        self.last_input = time.monotonic()
         self.handle_lines(self.reader.feed(data))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -94,6 +97,7 @@ class WebSocketConnection(ClientConnection):
         self.peer = peer[0] if peer else ""
 
     def data_received(self, data: bytes) -> None:
+        self.last_input = time.monotonic()
         self.ws.receive_data(data)
         for event in self.ws.events_received():
             if isinstance(event, Request):

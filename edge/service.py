@@ -13,6 +13,7 @@ from aiohttp import web
 from common.internal_http import InternalServer, RemoteError, json_error, url_host
 from common.irc import LineTooLong
 from common.metrics import Metrics
+from common.tasks import cancel_and_wait
 from edge import delivery
 from edge.config import EdgeSettings
 from edge.connections import ClientConnection, WebSocketConnection
@@ -56,6 +57,7 @@ class EdgeService:
             settings.clue_urls, settings.common.internal_token, metrics, settings.common.http_timeout
         )
         self.subscriptions: Subscriptions | None = None
+        self._keepalive: asyncio.Task[None] | None = None
         self.addresses: dict[str, str] = {}
         metrics.gauge_from("connections", lambda: len(self.conns))
         metrics.gauge_from("channels", lambda: len(self.hub))
@@ -72,6 +74,7 @@ class EdgeService:
             self.metrics, self.settings.common.http_timeout,
         )
         self.subscriptions.start()
+        self._keepalive = loop.create_task(self._keep_alive())
 
         for kind, (host, port), factory in (
             ("irc", self.settings.irc_listen, lambda: ClientConnection(self)),
@@ -85,7 +88,12 @@ class EdgeService:
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
+        await cancel_and_wait(self._keepalive)
+        # Tell clients to reconnect (to another edge) before the socket closes;
+        # closing a transport still sends what is buffered.
+        reconnect = f":{self.settings.common.server_name} RECONNECT\r\n".encode()
         for conn in list(self.conns.values()):
+            conn.write(reconnect)
             conn.close()
         for task in list(self._tasks):
             task.cancel()
@@ -108,6 +116,23 @@ class EdgeService:
         for channel in conn.session.channels:
             self._leave(conn, channel)
         conn.session.channels.clear()
+
+    async def _keep_alive(self) -> None:
+        """PING silent clients, close those that stay silent or never register."""
+        interval = self.settings.ping_interval
+        ping = f"PING :{self.settings.common.server_name}\r\n".encode()
+        while True:
+            await asyncio.sleep(min(interval, self.settings.registration_timeout) / 2)
+            now = time.monotonic()
+            for conn in list(self.conns.values()):
+                if not conn.session.registered and now - conn.opened_at > self.settings.registration_timeout:
+                    self.metrics.incr("connections.registration_timeout")
+                    self.execute(conn, conn.session.disconnect("Registration timed out"))
+                elif now - conn.last_input > 2 * interval:
+                    self.metrics.incr("connections.ping_timeout")
+                    self.execute(conn, conn.session.disconnect("Ping timeout"))
+                elif now - conn.last_input > interval:
+                    conn.write(ping)
 
     def slow_consumer(self, conn: ClientConnection) -> None:
         self.metrics.incr("connections.slow_consumer")

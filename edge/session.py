@@ -108,7 +108,7 @@ class Session:
             if self._pending is None:
                 self._pending = []
             if len(self._pending) >= MAX_PENDING_LINES:
-                return self._close("Too many lines before login completed")
+                return self.disconnect("Too many lines before login completed")
             self._pending.append(item)
             return []
         if isinstance(item, LineTooLong):
@@ -195,7 +195,7 @@ class Session:
     def login_failed(self) -> list[Action]:
         self._authenticating = False
         self._pending = None
-        return self._close("Login authentication failed")
+        return self.disconnect("Login authentication failed")
 
     def _replay_pending(self) -> list[Action]:
         actions: list[Action] = []
@@ -351,7 +351,8 @@ class Session:
     def _tagged(self, tags: dict[str, str], command: str, params: list[str]) -> Reply:
         return self._line(Message(tags=dict(tags), source=self.server, command=command, params=params))
 
-    def _close(self, reason: str) -> list[Action]:
+    def disconnect(self, reason: str) -> list[Action]:
+        """Tell the client why with a NOTICE, then close."""
         self.closed = True
         return [self._notice("*", reason), Close(reason)]
 

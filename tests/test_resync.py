@@ -91,3 +91,37 @@ async def test_edge_subscribes_on_first_join_and_unsubscribes_on_last_part_or_di
         await wait_for_edges(cluster, "#lifecycle", 1)
         await other.send("PART #lifecycle")
         await wait_for_edges(cluster, "#lifecycle", 0)
+
+
+@pytest.mark.asyncio
+async def test_edge_pings_silent_clients_and_closes_those_that_stay_silent(tmp_path):
+    env = {"EDGE_PING_INTERVAL": "1s", "EDGE_REGISTRATION_TIMEOUT": "2s"}
+    async with running_cluster(tmp_path, edges=1, env=env) as cluster:
+        lively = await cluster.client("lively", channels=("#alive",))
+        sleepy = await cluster.client("sleepy", channels=("#alive",))
+        irc_port, _ = cluster.edge_addresses(0)
+        shy = await IrcClient.tcp(irc_port, "shy")  # connects, never registers
+
+        await lively.expect(r"^PING :tmi\.twitch\.tv$", timeout=5)
+        await lively.send("PONG :tmi.twitch.tv")
+        await sleepy.expect(r"^PING :tmi\.twitch\.tv$", timeout=5)
+        await sleepy.expect(r"NOTICE \* :Ping timeout$", timeout=5)
+        await asyncio.wait_for(sleepy.closed.wait(), 5)
+        await shy.expect(r"NOTICE \* :Registration timed out$", timeout=5)
+        await asyncio.wait_for(shy.closed.wait(), 5)
+        await shy.close()
+        # A client that answers stays connected.
+        await lively.expect(r"^PING :tmi\.twitch\.tv$", timeout=5)
+        await lively.send("PONG :tmi.twitch.tv")
+        await lively.ping_roundtrip()
+
+
+@pytest.mark.asyncio
+async def test_a_stopping_edge_tells_clients_to_reconnect(tmp_path):
+    async with running_cluster(tmp_path, edges=1) as cluster:
+        client = await cluster.client("leaver", channels=("#bye",))
+        ws_client = await cluster.client("wsleaver", transport="ws", channels=("#bye",))
+        await cluster.stop_component("edge-0")
+        await client.expect(r"^:tmi\.twitch\.tv RECONNECT$")
+        await ws_client.expect(r"^:tmi\.twitch\.tv RECONNECT$")
+        await asyncio.wait_for(client.closed.wait(), 5)
