@@ -39,6 +39,11 @@ class ChannelState:
     mods: frozenset[str] = frozenset()
     vips: frozenset[str] = frozenset()
 
+    @property
+    def owner(self) -> str:
+        """The broadcaster: the login the channel is named after."""
+        return self.name.lstrip("#")
+
     def room_state_tags(self) -> dict[str, str]:
         s = self.settings
         return {
@@ -124,6 +129,16 @@ class ChannelCache:
             shard,
             "channel_write",
             [("HSET", channel_key(channel, "settings"), *flat), ("PUBLISH", INVALIDATE, channel)],
+        )
+        self.invalidate(channel)
+
+    async def update_members(self, channel: str, set_name: str, login: str, *, add: bool) -> None:
+        """Add to or remove from a role set (`mods`, `vips`) and announce it."""
+        key = channel_key(channel, set_name)
+        await pipeline_call(
+            self._shards.for_key(key),
+            "channel_write",
+            [("SADD" if add else "SREM", key, login), ("PUBLISH", INVALIDATE, channel)],
         )
         self.invalidate(channel)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from clue.emotes import DEFAULT_EMOTES, parse_emote_set
 from common.config import CommonSettings, Env
 
 
@@ -17,7 +18,9 @@ class ClueSettings:
     exchange_urls: list[str]
     channel_cache_ttl: float
     rate_limit: int
+    rate_limit_privileged: int
     rate_window: float
+    emotes: dict[str, str]
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ClueSettings:
@@ -34,5 +37,8 @@ class ClueSettings:
             channel_cache_ttl=env.duration("CHANNEL_CACHE_TTL", "30s"),
             # Twitch's limit for ordinary chatters: 20 messages per 30 seconds.
             rate_limit=env.int("RATE_LIMIT", 20, minimum=1),
+            # ... and 100 for the broadcaster, moderators and VIPs.
+            rate_limit_privileged=env.int("RATE_LIMIT_PRIVILEGED", 100, minimum=1),
             rate_window=env.duration("RATE_WINDOW", "30s"),
+            emotes=env.parsed("EMOTES", DEFAULT_EMOTES, parse_emote_set),
         )

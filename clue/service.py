@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -11,9 +14,11 @@ from aiohttp import web
 
 from clue import stamp
 from clue.channels import ChannelCache, ChannelState
+from clue.commands import Commands, Role, login_key, role_of
 from clue.config import ClueSettings
-from clue.shards import ShardSet, ShardUnavailable
-from clue.validation import Check, load_scripts, run_checks
+from clue.emotes import emotes_tag
+from clue.shards import ShardSet, ShardUnavailable, channel_key, pipeline_call
+from clue.validation import DUPLICATE_WINDOW_MS, Check, load_scripts, run_checks
 from common import twitch
 from common.batch import Batcher
 from common.internal_http import (
@@ -29,6 +34,40 @@ from common.ring import Ring
 from common.tokens import Identity, TokenError, verify_token
 
 log = structlog.get_logger()
+
+
+@dataclass(slots=True)
+class Pending:
+    """One message of a batch on its way through the checks."""
+
+    index: int
+    item: dict[str, Any]
+    identity: Identity
+    state: ChannelState
+    check: Check
+    text: str
+    emotes: str
+    role: Role
+    command: bool
+
+
+def is_command(text: str) -> bool:
+    return len(text) > 1 and text[0] in "/." and text[1].isalpha()
+
+
+def early_verdict(state: ChannelState, identity: Identity, role: Role, only_emotes: bool) -> str:
+    """Refusals decided from cached channel state; the check script reports them
+    after bans and timeouts, keeping Twitch's order."""
+    settings = state.settings
+    if settings["subs_only"] and role < Role.VIP and not identity.subscriber:
+        return "msg_subsonly"
+    if settings["emote_only"] and role < Role.MODERATOR and not only_emotes:
+        return "msg_emoteonly"
+    return ""
+
+
+# HTTP status of a refused API command by its msg-id (anything else is 400).
+API_STATUS = {"no_permission": 403, "msg_service_unavailable": 503}
 
 
 class Rejected(Exception):
@@ -57,6 +96,16 @@ class ExchangePublisher:
     def publish(self, message: dict[str, Any]) -> asyncio.Future[int]:
         return self._batchers[self._ring.node_for(message["channel"])].submit(message)
 
+    async def lookup(self, channel: str, message_id: str) -> dict[str, Any] | None:
+        """A recent message of `channel` from the exchange that owns it."""
+        client = self._clients[self._ring.node_for(channel)]
+        try:
+            return await client.post("/v1/lookup", {"channel": channel, "id": message_id}, op="lookup")
+        except RemoteError as exc:
+            if exc.reason.startswith("HTTP 404"):
+                return None
+            raise
+
     async def close(self) -> None:
         for batcher in self._batchers.values():
             await batcher.close()
@@ -73,12 +122,15 @@ class ClueService:
         self.exchange = ExchangePublisher(
             settings.exchange_urls, settings.common.internal_token, metrics, settings.common.http_timeout
         )
+        self.commands = Commands(self.shards, self.channels, settings.common.server_name, self.exchange.lookup)
         self.server = InternalServer(
             settings.common.internal_token,
             [
                 web.post("/v1/login", self._on_login),
                 web.post("/v1/join", self._on_join),
                 web.post("/v1/messages", self._on_messages),
+                web.post("/api/v1/channels/{channel}/commands", self._on_api_command),
+                web.get("/api/v1/channels/{channel}", self._on_api_channel),
                 web.get("/health", self._on_health),
             ],
         )
@@ -106,6 +158,12 @@ class ClueService:
         except TokenError as exc:
             self.metrics.incr("logins.failed")
             return json_error(401, "login_failed", str(exc))
+        key = login_key(identity.login)
+        try:
+            # Lets /ban and friends find the user id a login's tokens carry.
+            await pipeline_call(self.shards.for_key(key), "login", [("SET", key, identity.user_id)])
+        except ShardUnavailable:
+            pass  # only /ban by name needs it, and it falls back to the derived id
         self.metrics.incr("logins.ok")
         return web.json_response({"identity": identity.to_dict()})
 
@@ -132,42 +190,97 @@ class ClueService:
         self.metrics.timing("ingest", (time.perf_counter() - started) * 1000)
         return web.json_response({"results": results})
 
+    # ---- the moderation API for bots and tools (users' bearer tokens)
+    def _api_identity(self, request: web.Request) -> Identity:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        try:
+            if scheme.lower() != "bearer":
+                raise TokenError("no bearer token")
+            return verify_token(self.settings.chat_secret, token.removeprefix("oauth:"))
+        except TokenError as exc:
+            raise web.HTTPUnauthorized(
+                text=json.dumps({"error": "unauthorized", "message": str(exc)}), content_type="application/json"
+            ) from None
+
+    async def _api_state(self, request: web.Request) -> ChannelState:
+        channel = "#" + request.match_info["channel"].lstrip("#").lower()
+        if not twitch.is_valid_channel(channel):
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": "bad_channel", "message": "no such channel name"}),
+                content_type="application/json",
+            )
+        try:
+            return await self.channels.get(channel)
+        except ShardUnavailable:
+            raise web.HTTPServiceUnavailable(
+                text=json.dumps({"error": "unavailable", "message": "chat state is unavailable"}),
+                content_type="application/json",
+            ) from None
+
+    async def _on_api_command(self, request: web.Request) -> web.Response:
+        """`{"command": "/ban troll"}` → what the same line in chat would do."""
+        identity = self._api_identity(request)
+        state = await self._api_state(request)
+        body = await read_json(request)
+        text = str(body.get("command", "")).strip()
+        if not is_command(text):
+            return json_error(400, "bad_command", 'expected {"command": "/name args"}')
+        answer = await self._run_command(identity, state, text)
+        status = 200 if answer["ok"] else API_STATUS.get(answer.get("msg_id", ""), 400)
+        return web.json_response(answer, status=status)
+
+    async def _on_api_channel(self, request: web.Request) -> web.Response:
+        self._api_identity(request)
+        state = await self._api_state(request)
+        return web.json_response({
+            "channel": state.name,
+            "room_state": state.room_state_tags(),
+            "broadcaster": state.owner,
+            "mods": sorted(state.mods),
+            "vips": sorted(state.vips),
+        })
+
     # ---- ingestion
     async def ingest(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Validate, stamp and publish a batch; one result per item, in order."""
         self.metrics.incr("messages.received", len(items))
         results: list[dict[str, Any] | None] = [None] * len(items)
-        pending: list[tuple[int, dict[str, Any], Identity, ChannelState, Check]] = []
+        pending: list[Pending] = []
         for index, item in enumerate(items):
             try:
-                identity, state, check = await self._prepare(item)
+                prepared = await self._prepare(index, item)
             except Rejected as rejected:
                 results[index] = self._rejection(item, rejected.msg_id, **rejected.fill)
                 continue
-            pending.append((index, item, identity, state, check))
+            if prepared.command:
+                results[index] = await self._run_command(prepared.identity, prepared.state, prepared.text)
+            else:
+                pending.append(prepared)
 
-        await run_checks(self.shards, [entry[4] for entry in pending])
+        await run_checks(self.shards, [entry.check for entry in pending])
+        await self._check_unique(pending)
 
-        publishing: list[tuple[int, asyncio.Future[int], dict[str, str]]] = []
-        for index, item, identity, state, check in pending:
+        publishing: list[tuple[Pending, asyncio.Future[int], dict[str, str]]] = []
+        for entry in pending:
+            check = entry.check
             if check.verdict != "ok":
                 seconds = max(1, round(check.number / 1000)) if check.number else ""
-                results[index] = self._rejection(item, check.verdict, seconds=seconds)
+                results[entry.index] = self._rejection(entry.item, check.verdict, seconds=seconds)
                 continue
-            message = self._stamp(item, identity, state, check)
-            publishing.append((index, self.exchange.publish(message), stamp.user_state_tags(identity, state, check.member)))
+            user_state = stamp.user_state_tags(entry.identity, entry.state, check.member, color=check.color)
+            publishing.append((entry, self.exchange.publish(self._stamp(entry)), user_state))
 
-        for index, future, user_state in publishing:
+        for entry, future, user_state in publishing:
             try:
                 await future
             except RemoteError:
-                results[index] = self._rejection(items[index], "msg_service_unavailable")
+                results[entry.index] = self._rejection(entry.item, "msg_service_unavailable")
                 continue
             self.metrics.incr("messages.accepted")
-            results[index] = {"ok": True, "id": user_state["id"], "user_state": user_state}
+            results[entry.index] = {"ok": True, "id": user_state["id"], "user_state": user_state}
         return results  # type: ignore[return-value]
 
-    async def _prepare(self, item: dict[str, Any]) -> tuple[Identity, ChannelState, Check]:
+    async def _prepare(self, index: int, item: dict[str, Any]) -> Pending:
         try:
             identity = Identity.from_dict(item["identity"])
             channel = str(item["channel"])
@@ -184,37 +297,78 @@ class ClueService:
             state = await self.channels.get(channel)
         except ShardUnavailable:
             raise Rejected("msg_service_unavailable") from None
+        role = role_of(identity.login, state)
+        command = is_command(text)
+        if command and text[1:].split(" ", 1)[0].lower() == "me":
+            text = f"\x01ACTION {text.partition(' ')[2]}\x01"  # /me is a CTCP ACTION, not a command
+            command = False
+        emotes, only_emotes = emotes_tag(text, self.settings.emotes)
         check = Check(
             user_id=identity.user_id,
             channel=channel,
             text=text,
             member=str(uuid.uuid4()),
-            rate_limit=self.settings.rate_limit,
+            rate_limit=self.settings.rate_limit_privileged if role >= Role.VIP else self.settings.rate_limit,
             rate_window_ms=int(self.settings.rate_window * 1000),
+            # Twitch's exemptions: VIPs skip slow and subscribers-only mode,
+            # moderators and the broadcaster every mode and the duplicate check.
+            duplicate_window_ms=0 if role >= Role.MODERATOR else DUPLICATE_WINDOW_MS,
+            slow_ms=state.settings["slow"] * 1000 if role < Role.VIP else 0,
+            early_verdict=early_verdict(state, identity, role, only_emotes),
         )
-        return identity, state, check
+        return Pending(index, item, identity, state, check, text, emotes, role, command)
 
-    def _stamp(self, item: dict[str, Any], identity: Identity, state: ChannelState, check: Check) -> dict[str, Any]:
-        client_tags = item.get("client_tags") or {}
+    async def _run_command(self, identity: Identity, state: ChannelState, text: str) -> dict[str, Any]:
+        self.metrics.incr("commands.received")
+        try:
+            outcome = await self.commands.run(identity, state, text)
+            for message in outcome.broadcasts:
+                await self.exchange.publish(message)
+        except (ShardUnavailable, RemoteError):
+            return self._rejection({"channel": state.name}, "msg_service_unavailable")
+        self.metrics.incr(f"commands.{'done' if outcome.ok else 'refused'}")
+        return outcome.answer(state.name)
+
+    async def _check_unique(self, pending: list[Pending]) -> None:
+        """Unique-chat mode: a message must not repeat one sent in the channel
+        in the last hour. This costs a second round trip, to the channel's
+        shard, and only while the mode is on."""
+        for entry in pending:
+            if entry.check.verdict != "ok" or not entry.state.settings["r9k"] or entry.role >= Role.MODERATOR:
+                continue
+            digest = hashlib.blake2b(entry.text.strip().lower().encode(), digest_size=12).hexdigest()
+            key = channel_key(entry.state.name, f"r9k:{digest}")
+            try:
+                [fresh] = await pipeline_call(self.shards.for_key(key), "r9k", [("SET", key, "1", "NX", "EX", 3600)])
+            except ShardUnavailable:
+                entry.check.verdict = "msg_service_unavailable"
+                continue
+            if not fresh:
+                entry.check.verdict = "msg_r9k"
+
+    def _stamp(self, entry: Pending) -> dict[str, Any]:
+        client_tags = entry.item.get("client_tags") or {}
         if not isinstance(client_tags, dict):
             client_tags = {}
         tags = stamp.privmsg_tags(
-            identity,
-            state,
-            message_id=check.member,
+            entry.identity,
+            entry.state,
+            message_id=entry.check.member,
             sent_ms=int(time.time() * 1000),
-            first_msg=check.number == 1,
+            first_msg=entry.check.number == 1,
             client_tags={str(k): str(v) for k, v in client_tags.items()},
+            color=entry.check.color,
+            emotes=entry.emotes,
         )
         line = Message(
-            source=twitch.user_source(identity.login), command="PRIVMSG", params=[state.name, item["text"]]
-        ).serialize_without_tags()
+            source=twitch.user_source(entry.identity.login), command="PRIVMSG", params=[entry.state.name, entry.text]
+        ).serialize_without_tags(trailing=True)
         return {
-            "channel": state.name,
+            "channel": entry.state.name,
             "command": "PRIVMSG",
             "tags": tags,
             "line": line,
-            "origin": str(item.get("origin", "")),
+            "origin": str(entry.item.get("origin", "")),
         }
 
     def _rejection(self, item: dict[str, Any], msg_id: str, **fill: Any) -> dict[str, Any]:

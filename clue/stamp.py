@@ -19,6 +19,7 @@ def badges(identity: Identity, channel: ChannelState) -> str:
 
 
 def is_moderator(identity: Identity, channel: ChannelState) -> bool:
+    """Twitch's `mod` tag: set for moderators (not for the broadcaster)."""
     return identity.login in channel.mods
 
 
@@ -26,11 +27,13 @@ def user_type(identity: Identity, channel: ChannelState) -> str:
     return "mod" if is_moderator(identity, channel) else ""
 
 
-def user_state_tags(identity: Identity, channel: ChannelState, message_id: str | None = None) -> dict[str, str]:
+def user_state_tags(
+    identity: Identity, channel: ChannelState, message_id: str | None = None, color: str = ""
+) -> dict[str, str]:
     tags = {
         "badge-info": "",
         "badges": badges(identity, channel),
-        "color": identity.color,
+        "color": color or identity.color,
         "display-name": identity.display_name,
         "emote-sets": "0",
     }
@@ -50,6 +53,8 @@ def privmsg_tags(
     sent_ms: int,
     first_msg: bool,
     client_tags: dict[str, str],
+    color: str = "",
+    emotes: str = "",
 ) -> dict[str, str]:
     """The tag set of a relayed PRIVMSG, in the order Twitch sends it."""
     tags = {"badge-info": "", "badges": badges(identity, channel)}
@@ -57,9 +62,9 @@ def privmsg_tags(
         tags["client-nonce"] = client_tags["client-nonce"]
     tags.update(
         {
-            "color": identity.color,
+            "color": color or identity.color,
             "display-name": identity.display_name,
-            "emotes": "",
+            "emotes": emotes,
             "first-msg": "1" if first_msg else "0",
             "flags": "",
             "id": message_id,

@@ -102,6 +102,10 @@ class Env:
             raise ConfigError(f"{name} lists no URL")
         return [self._convert(name, item, parse_url) for item in items]
 
+    def parsed(self, name: str, default: str, parse):
+        """A value turned into something else by `parse`, which raises ValueError."""
+        return self._convert(name, self._raw(name, default), parse)
+
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
         value = self._raw(name, default).strip().lower()
         if value not in choices:

@@ -35,13 +35,19 @@ def json_error(status: int, error: str, message: str) -> web.Response:
     return web.json_response({"error": error, "message": message}, status=status)
 
 
-def internal_auth_middleware(token: str, open_paths: frozenset[str] = frozenset({"/health"})):
+# Paths outside the internal-token guard: health checks, and the public API
+# (clue's moderation API), whose handlers check users' own bearer tokens.
+OPEN_PATHS = frozenset({"/health"})
+PUBLIC_PREFIX = "/api/"
+
+
+def internal_auth_middleware(token: str):
     """Refuse any request without `Authorization: Bearer <CHAT_INTERNAL_TOKEN>`."""
     expected = f"Bearer {token}".encode()
 
     @web.middleware
     async def middleware(request: web.Request, handler):
-        if request.path not in open_paths:
+        if request.path not in OPEN_PATHS and not request.path.startswith(PUBLIC_PREFIX):
             given = request.headers.get(AUTH_HEADER, "").encode()
             if not hmac.compare_digest(given, expected):
                 return json_error(401, "unauthorized", "missing or wrong internal token")

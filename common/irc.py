@@ -108,7 +108,9 @@ class Message:
             return body
         return f"@{serialize_tags(self.tags, bare_empty=bare_empty_tags)} {body}"
 
-    def serialize_without_tags(self) -> str:
+    def serialize_without_tags(self, *, trailing: bool = False) -> str:
+        """`trailing` always writes the last parameter with its colon, as Twitch
+        does (`PRIVMSG #chan :hi`, `CLEARCHAT #chan :user`)."""
         parts: list[str] = []
         if self.source is not None:
             _refuse_line_breaks("source", self.source)
@@ -126,7 +128,7 @@ class Message:
                     raise ValueError(f"bad middle param: {param!r} (empty, space or ':')")
                 parts.append(param)
             _refuse_line_breaks("param", last)
-            if not last or " " in last or last[0] == ":":
+            if trailing or not last or " " in last or last[0] == ":":
                 last = f":{last}"
             parts.append(last)
         return " ".join(parts)

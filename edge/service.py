@@ -250,14 +250,15 @@ class EdgeService:
                 result = future.result()
             if not conn.open:
                 return
-            if result.get("ok"):
+            if result.get("ok") and "user_state" in result:
                 self.metrics.incr("messages.accepted")
-                self.execute(conn, conn.session.publish_accepted(action.channel, result.get("user_state", {})))
-            else:
-                msg_id = result.get("msg_id", "msg_rejected")
-                self.metrics.incr(f"messages.rejected.{msg_id}")
-                text = result.get("text") or ""
-                self.execute(conn, conn.session.publish_rejected(action.channel, msg_id, text))
+                self.execute(conn, conn.session.publish_accepted(action.channel, result["user_state"]))
+            elif "msg_id" in result:
+                # A refusal, or a command's answer (ban_success, room_mods, ...).
+                msg_id = result["msg_id"]
+                if not result.get("ok"):
+                    self.metrics.incr(f"messages.rejected.{msg_id}")
+                self.execute(conn, conn.session.notice(action.channel, msg_id, result.get("text") or ""))
 
         future.add_done_callback(done)
 

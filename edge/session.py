@@ -305,7 +305,7 @@ class Session:
             return [self._tagged(user_state, "USERSTATE", [channel])]
         return []
 
-    def publish_rejected(self, channel: str, msg_id: str, text: str) -> list[Action]:
+    def notice(self, channel: str, msg_id: str, text: str) -> list[Action]:
         return [self._notice_id(channel, msg_id, text)]
 
     # ---- line builders

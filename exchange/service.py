@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from typing import Any
 
 import structlog
@@ -34,6 +34,9 @@ log = structlog.get_logger()
 # An edge that has failed this many deliveries in a row is forgotten; it
 # re-subscribes through its heartbeat when it is back.
 MAX_FAILURES = 5
+# Messages /delete can reach: Twitch allows six hours.
+RECENT_PER_CHANNEL = 2000
+RECENT_SECONDS = 6 * 3600
 RETRY_DELAY = 0.2
 
 
@@ -96,6 +99,9 @@ class ExchangeService:
         self.edges: dict[str, EdgeLink] = {}
         self.subscribers: defaultdict[str, set[EdgeLink]] = defaultdict(set)
         self.seq: defaultdict[str, int] = defaultdict(int)
+        # Each channel's recent chat messages by id, for /delete (CLEARMSG needs
+        # the sender and the text); the exchange is the one place that sees them all.
+        self.recent: defaultdict[str, OrderedDict[str, dict[str, Any]]] = defaultdict(OrderedDict)
         self.server = InternalServer(
             settings.common.internal_token,
             [
@@ -104,6 +110,7 @@ class ExchangeService:
                 web.post("/v1/sync", self._on_sync),
                 web.post("/v1/heartbeat", self._on_heartbeat),
                 web.get("/v1/channels/{channel}", self._on_channel),
+                web.post("/v1/lookup", self._on_lookup),
                 web.get("/health", self._on_health),
             ],
         )
@@ -206,6 +213,8 @@ class ExchangeService:
             self.seq[channel] += 1
             message["seq"] = self.seq[channel]
             seqs.append(message["seq"])
+            if message.get("command") == "PRIVMSG":
+                self._remember(channel, message)
             links = self.subscribers.get(channel)
             if links:
                 encoded = json.dumps(message, separators=(",", ":")).encode()
@@ -219,6 +228,27 @@ class ExchangeService:
         channel = "#" + request.match_info["channel"].lstrip("#")
         edges = sorted(link.url for link in self.subscribers.get(channel, ()))
         return web.json_response({"channel": channel, "edges": edges, "seq": self.seq.get(channel, 0)})
+
+    def _remember(self, channel: str, message: dict[str, Any]) -> None:
+        recent = self.recent[channel]
+        message_id = message.get("tags", {}).get("id")
+        if message_id:
+            recent[message_id] = message
+            if len(recent) > RECENT_PER_CHANNEL:
+                recent.popitem(last=False)
+
+    async def _on_lookup(self, request: web.Request) -> web.Response:
+        """A recent message of a channel by id: its sender, text and time."""
+        body = await read_json(request)
+        message = self.recent.get(str(body.get("channel")), {}).get(str(body.get("id")))
+        if message is None or int(message["tags"].get("tmi-sent-ts", 0)) < (time.time() - RECENT_SECONDS) * 1000:
+            return json_error(404, "not_found", "no such recent message")
+        source, _, rest = message["line"].partition(" PRIVMSG ")
+        return web.json_response({
+            "login": source.lstrip(":").split("!", 1)[0],
+            "text": rest.partition(" :")[2],
+            "sent_ms": int(message["tags"].get("tmi-sent-ts", 0)),
+        })
 
     async def _on_health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "boot": self.boot, "edges": len(self.edges)})

@@ -114,14 +114,14 @@ def test_join_part_and_privmsg():
 def test_rejection_becomes_a_tagged_notice():
     session = registered()
     session.join_succeeded("#foo", {}, {})
-    out = lines(session.publish_rejected("#foo", "msg_ratelimit", "Too fast."))
+    out = lines(session.notice("#foo", "msg_ratelimit", "Too fast."))
     assert out == ["@msg-id=msg_ratelimit :tmi.twitch.tv NOTICE #foo :Too fast."]
 
 
 def test_without_tags_capability_lines_carry_no_tags():
     session = registered(caps="twitch.tv/commands")
     session.join_succeeded("#foo", {}, {})
-    assert lines(session.publish_rejected("#foo", "msg_duplicate", "Same.")) == [
+    assert lines(session.notice("#foo", "msg_duplicate", "Same.")) == [
         ":tmi.twitch.tv NOTICE #foo :Same."
     ]
 

@@ -1,0 +1,351 @@
+"""Chat commands — `PRIVMSG #chan :/ban user` — as Twitch runs them.
+
+Each command is an entry in `COMMANDS`: the role it needs and a handler that
+changes durable state in Redis and returns an `Outcome`: a NOTICE for the
+sender (Twitch's msg-id) and messages for everyone in the channel (CLEARCHAT,
+CLEARMSG, ROOMSTATE, NOTICE). The HTTP moderation API runs the same table.
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from clue.channels import ChannelCache, ChannelState
+from clue.shards import ShardSet, channel_key, pipeline_call, user_key
+from common import twitch
+from common.irc import Message
+from common.tokens import LOGIN_RE, Identity, stable_id
+
+MAX_TIMEOUT = 14 * 24 * 3600
+DEFAULT_TIMEOUT = 600
+DEFAULT_SLOW = 30
+SLOW_RANGE = (1, 120)
+_DURATION = re.compile(r"^(\d+)([smhdw]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class Role(IntEnum):
+    VIEWER = 0
+    VIP = 1
+    MODERATOR = 2
+    BROADCASTER = 3
+
+
+def role_of(login: str, state: ChannelState) -> Role:
+    if login == state.owner:
+        return Role.BROADCASTER
+    if login in state.mods:
+        return Role.MODERATOR
+    if login in state.vips:
+        return Role.VIP
+    return Role.VIEWER
+
+
+@dataclass
+class Outcome:
+    """What a command did: `msg_id` (with `fill`) for the sender, or None when the
+    broadcasts already tell everyone, the sender included."""
+
+    msg_id: str | None
+    fill: dict[str, Any] = field(default_factory=dict)
+    ok: bool = True
+    broadcasts: list[dict[str, Any]] = field(default_factory=list)
+
+    def answer(self, channel: str) -> dict[str, Any]:
+        """The result an edge (or the HTTP API) gets back."""
+        result: dict[str, Any] = {"ok": self.ok}
+        if self.msg_id:
+            result["msg_id"] = self.msg_id
+            result["text"] = twitch.notice_text(self.msg_id, channel=channel, **self.fill)
+        return result
+
+
+def refused(msg_id: str, **fill: Any) -> Outcome:
+    return Outcome(msg_id, fill, ok=False)
+
+
+@dataclass
+class Context:
+    identity: Identity
+    state: ChannelState
+    role: Role
+    args: list[str]
+
+    @property
+    def channel(self) -> str:
+        return self.state.name
+
+
+Handler = Callable[["Commands", Context], Awaitable[Outcome]]
+
+
+class Commands:
+    def __init__(self, shards: ShardSet, channels: ChannelCache, server_name: str, lookup_message) -> None:
+        self.shards = shards
+        self.channels = channels
+        self.server = server_name
+        # (channel, message id) → {"login", "text", "sent_ms"} or None, from the exchange.
+        self.lookup_message = lookup_message
+
+    async def run(self, identity: Identity, state: ChannelState, text: str) -> Outcome:
+        name, *args = text[1:].split()
+        entry = COMMANDS.get(name.lower())
+        if entry is None:
+            return refused("unrecognized_cmd", command=name)
+        needed, handler = entry
+        role = role_of(identity.login, state)
+        if role < needed:
+            return refused("no_permission")
+        return await handler(self, Context(identity, state, role, args))
+
+    # ---- shared pieces
+    def broadcast(self, state: ChannelState, command: str, tags: dict[str, str], params: list[str]) -> dict[str, Any]:
+        message = Message(source=self.server, command=command, params=[state.name, *params])
+        line = message.serialize_without_tags(trailing=bool(params))
+        return {"channel": state.name, "command": command, "tags": tags, "line": line, "origin": ""}
+
+    def room_notice(self, state: ChannelState, msg_id: str, **fill: Any) -> dict[str, Any]:
+        text = twitch.notice_text(msg_id, channel=state.name, **fill)
+        return self.broadcast(state, "NOTICE", {"msg-id": msg_id}, [text])
+
+    async def user_id(self, login: str) -> str:
+        """A login's user id as its tokens name it (recorded at login)."""
+        key = login_key(login)
+        [found] = await pipeline_call(self.shards.for_key(key), "user_id", [("GET", key)])
+        return found.decode() if found else stable_id(login)
+
+    async def ban_ttl(self, channel: str, user_id: str) -> int:
+        """-2: not banned, -1: banned, >0: timed out for that many more ms."""
+        key = user_key(user_id, f"ban:{channel}")
+        [ttl] = await pipeline_call(self.shards.for_key(key), "ban_ttl", [("PTTL", key)])
+        return int(ttl)
+
+    async def set_ban(self, ctx: Context, login: str, user_id: str, seconds: int | None) -> None:
+        key = user_key(user_id, f"ban:{ctx.channel}")
+        command = ("SET", key, "1") if seconds is None else ("SET", key, "1", "PX", seconds * 1000)
+        await pipeline_call(self.shards.for_key(key), "ban", [command])
+        bans = channel_key(ctx.channel, "bans")
+        await pipeline_call(self.shards.for_key(bans), "ban_index", [("SADD", bans, login)])
+
+    async def lift_ban(self, ctx: Context, login: str, user_id: str) -> None:
+        key = user_key(user_id, f"ban:{ctx.channel}")
+        await pipeline_call(self.shards.for_key(key), "unban", [("DEL", key)])
+        bans = channel_key(ctx.channel, "bans")
+        await pipeline_call(self.shards.for_key(bans), "ban_index", [("SREM", bans, login)])
+
+    def clearchat(self, ctx: Context, login: str, user_id: str, seconds: int | None) -> dict[str, Any]:
+        tags = {"room-id": ctx.state.room_id, "target-user-id": user_id, "tmi-sent-ts": now_ms()}
+        if seconds is not None:
+            tags = {"ban-duration": str(seconds), **tags}
+        return self.broadcast(ctx.state, "CLEARCHAT", tags, [login])
+
+
+def login_key(login: str) -> str:
+    return f"{{n:{login}}}:id"
+
+
+def now_ms() -> str:
+    return str(int(time.time() * 1000))
+
+
+def target_login(ctx: Context, usage: str) -> str | Outcome:
+    if not ctx.args:
+        return refused(usage)
+    login = ctx.args[0].lstrip("@").lower()
+    if not LOGIN_RE.match(login):
+        return refused("invalid_user", user=ctx.args[0])
+    return login
+
+
+def parse_duration(text: str) -> int | None:
+    match = _DURATION.match(text.lower())
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)] if match else None
+
+
+# ---- handlers
+
+
+async def ban(commands: Commands, ctx: Context) -> Outcome:
+    return await _ban_or_timeout(commands, ctx, None)
+
+
+async def timeout(commands: Commands, ctx: Context) -> Outcome:
+    seconds = DEFAULT_TIMEOUT
+    if len(ctx.args) > 1:
+        parsed = parse_duration(ctx.args[1])
+        if parsed is None or parsed < 1:
+            return refused("usage_timeout")
+        if parsed > MAX_TIMEOUT:
+            return refused("bad_timeout_duration")
+        seconds = parsed
+    return await _ban_or_timeout(commands, ctx, seconds)
+
+
+async def _ban_or_timeout(commands: Commands, ctx: Context, seconds: int | None) -> Outcome:
+    kind = "ban" if seconds is None else "timeout"
+    login = target_login(ctx, f"usage_{kind}")
+    if isinstance(login, Outcome):
+        return login
+    if login == ctx.identity.login:
+        return refused(f"bad_{kind}_self")
+    if login == ctx.state.owner:
+        return refused(f"bad_{kind}_broadcaster")
+    if login in ctx.state.mods and ctx.role < Role.BROADCASTER:
+        return refused(f"bad_{kind}_mod", user=login)
+    user_id = await commands.user_id(login)
+    if seconds is None and await commands.ban_ttl(ctx.channel, user_id) == -1:
+        return refused("already_banned", user=login)
+    await commands.set_ban(ctx, login, user_id, seconds)
+    outcome = Outcome(f"{kind}_success", {"user": login, "seconds": seconds or ""})
+    outcome.broadcasts.append(commands.clearchat(ctx, login, user_id, seconds))
+    return outcome
+
+
+async def unban(commands: Commands, ctx: Context) -> Outcome:
+    login = target_login(ctx, "usage_unban")
+    if isinstance(login, Outcome):
+        return login
+    user_id = await commands.user_id(login)
+    if await commands.ban_ttl(ctx.channel, user_id) == -2:
+        return refused("bad_unban_no_ban", user=login)
+    await commands.lift_ban(ctx, login, user_id)
+    return Outcome("unban_success", {"user": login})
+
+
+async def untimeout(commands: Commands, ctx: Context) -> Outcome:
+    login = target_login(ctx, "usage_untimeout")
+    if isinstance(login, Outcome):
+        return login
+    user_id = await commands.user_id(login)
+    ttl = await commands.ban_ttl(ctx.channel, user_id)
+    if ttl == -2:
+        return refused("untimeout_no_timeout", user=login)
+    if ttl == -1:
+        return refused("untimeout_banned", user=login)
+    await commands.lift_ban(ctx, login, user_id)
+    return Outcome("untimeout_success", {"user": login})
+
+
+async def clear(commands: Commands, ctx: Context) -> Outcome:
+    tags = {"room-id": ctx.state.room_id, "tmi-sent-ts": now_ms()}
+    return Outcome(None, broadcasts=[commands.broadcast(ctx.state, "CLEARCHAT", tags, [])])
+
+
+async def delete(commands: Commands, ctx: Context) -> Outcome:
+    if not ctx.args:
+        return refused("usage_delete")
+    message = await commands.lookup_message(ctx.channel, ctx.args[0])
+    if message is None:
+        return refused("bad_delete_message_error")
+    login = message["login"]
+    if login == ctx.state.owner:
+        return refused("bad_delete_message_broadcaster")
+    if login in ctx.state.mods and ctx.role < Role.BROADCASTER:
+        return refused("bad_delete_message_mod", user=login)
+    tags = {"login": login, "room-id": ctx.state.room_id, "target-msg-id": ctx.args[0], "tmi-sent-ts": now_ms()}
+    outcome = Outcome("delete_message_success", {"user": login})
+    outcome.broadcasts.append(commands.broadcast(ctx.state, "CLEARMSG", tags, [message["text"]]))
+    return outcome
+
+
+def mode(setting: str, tag: str, on_value: int, off_value: int, on_id: str, off_id: str, *, turn_on: bool,
+         already: bool = True) -> Handler:
+    """A handler that switches one room mode and tells the whole room."""
+
+    async def handler(commands: Commands, ctx: Context) -> Outcome:
+        value = on_value if turn_on else off_value
+        if setting == "slow" and turn_on and ctx.args:
+            seconds = parse_duration(ctx.args[0])
+            if seconds is None or not SLOW_RANGE[0] <= seconds <= SLOW_RANGE[1]:
+                return refused("usage_slow_on")
+            value = seconds
+        if already and ctx.state.settings[setting] == value:
+            return refused(f"already_{on_id if turn_on else off_id}")
+        await commands.channels.update_settings(ctx.channel, {setting: value})
+        state = ctx.state
+        return Outcome(None, broadcasts=[
+            commands.broadcast(state, "ROOMSTATE", {"room-id": state.room_id, tag: str(value)}, []),
+            commands.room_notice(state, on_id if turn_on else off_id, seconds=value),
+        ])
+
+    return handler
+
+
+def roles(kind: str, *, grant: bool) -> Handler:
+    """/mod, /unmod, /vip, /unvip: the broadcaster edits a role set."""
+    set_name = "mods" if kind == "mod" else "vips"
+
+    async def handler(commands: Commands, ctx: Context) -> Outcome:
+        login = target_login(ctx, f"usage_{'' if grant else 'un'}{kind}")
+        if isinstance(login, Outcome):
+            return login
+        members = ctx.state.mods if kind == "mod" else ctx.state.vips
+        if grant and login in members:
+            return refused("bad_mod_mod" if kind == "mod" else "bad_vip_grantee_already_vip", user=login)
+        if not grant and login not in members:
+            return refused("bad_unmod_mod" if kind == "mod" else "bad_unvip_grantee_not_vip", user=login)
+        if grant and await commands.ban_ttl(ctx.channel, await commands.user_id(login)) == -1:
+            return refused("bad_mod_banned" if kind == "mod" else "bad_vip_grantee_banned", user=login)
+        await commands.channels.update_members(ctx.channel, set_name, login, add=grant)
+        return Outcome(f"{'' if grant else 'un'}{kind}_success", {"user": login})
+
+    return handler
+
+
+async def list_mods(commands: Commands, ctx: Context) -> Outcome:
+    if not ctx.state.mods:
+        return Outcome("no_mods")
+    return Outcome("room_mods", {"list": ", ".join(sorted(ctx.state.mods))})
+
+
+async def list_vips(commands: Commands, ctx: Context) -> Outcome:
+    if not ctx.state.vips:
+        return Outcome("no_vips")
+    return Outcome("vips_success", {"list": ", ".join(sorted(ctx.state.vips))})
+
+
+async def color(commands: Commands, ctx: Context) -> Outcome:
+    if not ctx.args:
+        return refused("usage_color")
+    wanted = ctx.args[0]
+    value = twitch.NAMED_COLORS.get(wanted.lower()) or (wanted.upper() if re.match(r"^#[0-9a-fA-F]{6}$", wanted) else "")
+    if not value:
+        return refused("usage_color")
+    key = user_key(ctx.identity.user_id, "color")
+    await pipeline_call(commands.shards.for_key(key), "color", [("SET", key, value)])
+    return Outcome("color_changed")
+
+
+COMMANDS: dict[str, tuple[Role, Handler]] = {
+    "ban": (Role.MODERATOR, ban),
+    "unban": (Role.MODERATOR, unban),
+    "timeout": (Role.MODERATOR, timeout),
+    "untimeout": (Role.MODERATOR, untimeout),
+    "clear": (Role.MODERATOR, clear),
+    "delete": (Role.MODERATOR, delete),
+    "slow": (Role.MODERATOR, mode("slow", "slow", DEFAULT_SLOW, 0, "slow_on", "slow_off", turn_on=True, already=False)),
+    "slowoff": (Role.MODERATOR, mode("slow", "slow", DEFAULT_SLOW, 0, "slow_on", "slow_off", turn_on=False,
+                                     already=False)),
+    "emoteonly": (Role.MODERATOR, mode("emote_only", "emote-only", 1, 0, "emote_only_on", "emote_only_off",
+                                       turn_on=True)),
+    "emoteonlyoff": (Role.MODERATOR, mode("emote_only", "emote-only", 1, 0, "emote_only_on", "emote_only_off",
+                                          turn_on=False)),
+    "uniquechat": (Role.MODERATOR, mode("r9k", "r9k", 1, 0, "r9k_on", "r9k_off", turn_on=True)),
+    "uniquechatoff": (Role.MODERATOR, mode("r9k", "r9k", 1, 0, "r9k_on", "r9k_off", turn_on=False)),
+    "subscribers": (Role.MODERATOR, mode("subs_only", "subs-only", 1, 0, "subs_on", "subs_off", turn_on=True)),
+    "subscribersoff": (Role.MODERATOR, mode("subs_only", "subs-only", 1, 0, "subs_on", "subs_off", turn_on=False)),
+    "mod": (Role.BROADCASTER, roles("mod", grant=True)),
+    "unmod": (Role.BROADCASTER, roles("mod", grant=False)),
+    "vip": (Role.BROADCASTER, roles("vip", grant=True)),
+    "unvip": (Role.BROADCASTER, roles("vip", grant=False)),
+    "mods": (Role.VIEWER, list_mods),
+    "vips": (Role.VIEWER, list_vips),
+    "color": (Role.VIEWER, color),
+}
+# tmi.js sends the older names for unique chat.
+COMMANDS["r9kbeta"] = COMMANDS["uniquechat"]
+COMMANDS["r9kbetaoff"] = COMMANDS["uniquechatoff"]
