@@ -18,7 +18,7 @@ from clue.channels import ChannelCache, ChannelState
 from clue.shards import ShardSet, channel_key, pipeline_call, user_key
 from common import twitch
 from common.irc import Message
-from common.tokens import LOGIN_RE, Identity, stable_id
+from common.tokens import LOGIN_RE, Identity
 
 MAX_TIMEOUT = 14 * 24 * 3600
 DEFAULT_TIMEOUT = 600
@@ -112,11 +112,12 @@ class Commands:
         text = twitch.notice_text(msg_id, channel=state.name, **fill)
         return self.broadcast(state, "NOTICE", {"msg-id": msg_id}, [text])
 
-    async def user_id(self, login: str) -> str:
-        """A login's user id as its tokens name it (recorded at login)."""
+    async def user_id(self, login: str) -> str | None:
+        """A login's user id as its tokens name it, recorded at every login;
+        None for a login that has never logged in: no such user."""
         key = login_key(login)
         [found] = await pipeline_call(self.shards.for_key(key), "user_id", [("GET", key)])
-        return found.decode() if found else stable_id(login)
+        return found.decode() if found else None
 
     async def ban_ttl(self, channel: str, user_id: str) -> int:
         """-2: not banned, -1: banned, >0: timed out for that many more ms."""
@@ -197,6 +198,8 @@ async def _ban_or_timeout(commands: Commands, ctx: Context, seconds: int | None)
     if login in ctx.state.mods and ctx.role < Role.BROADCASTER:
         return refused(f"bad_{kind}_mod", user=login)
     user_id = await commands.user_id(login)
+    if user_id is None:
+        return refused("invalid_user", user=login)
     if seconds is None and await commands.ban_ttl(ctx.channel, user_id) == -1:
         return refused("already_banned", user=login)
     await commands.set_ban(ctx, login, user_id, seconds)
@@ -210,6 +213,8 @@ async def unban(commands: Commands, ctx: Context) -> Outcome:
     if isinstance(login, Outcome):
         return login
     user_id = await commands.user_id(login)
+    if user_id is None:
+        return refused("invalid_user", user=login)
     if await commands.ban_ttl(ctx.channel, user_id) == -2:
         return refused("bad_unban_no_ban", user=login)
     await commands.lift_ban(ctx, login, user_id)
@@ -221,6 +226,8 @@ async def untimeout(commands: Commands, ctx: Context) -> Outcome:
     if isinstance(login, Outcome):
         return login
     user_id = await commands.user_id(login)
+    if user_id is None:
+        return refused("invalid_user", user=login)
     ttl = await commands.ban_ttl(ctx.channel, user_id)
     if ttl == -2:
         return refused("untimeout_no_timeout", user=login)
@@ -288,8 +295,12 @@ def roles(kind: str, *, grant: bool) -> Handler:
             return refused("bad_mod_mod" if kind == "mod" else "bad_vip_grantee_already_vip", user=login)
         if not grant and login not in members:
             return refused("bad_unmod_mod" if kind == "mod" else "bad_unvip_grantee_not_vip", user=login)
-        if grant and await commands.ban_ttl(ctx.channel, await commands.user_id(login)) == -1:
-            return refused("bad_mod_banned" if kind == "mod" else "bad_vip_grantee_banned", user=login)
+        if grant:
+            user_id = await commands.user_id(login)
+            if user_id is None:
+                return refused("invalid_user", user=login)
+            if await commands.ban_ttl(ctx.channel, user_id) == -1:
+                return refused("bad_mod_banned" if kind == "mod" else "bad_vip_grantee_banned", user=login)
         await commands.channels.update_members(ctx.channel, set_name, login, add=grant)
         return Outcome(f"{'' if grant else 'un'}{kind}_success", {"user": login})
 

@@ -17,7 +17,7 @@ from clue.channels import ChannelCache, ChannelState
 from clue.commands import Commands, Role, login_key, role_of
 from clue.config import ClueSettings
 from clue.emotes import emotes_tag
-from clue.shards import ShardSet, ShardUnavailable, channel_key, pipeline_call
+from clue.shards import ShardSet, ShardUnavailable, channel_key, pipeline_call, user_key
 from clue.validation import DUPLICATE_WINDOW_MS, Check, load_scripts, run_checks
 from common import twitch
 from common.batch import Batcher
@@ -65,6 +65,9 @@ def early_verdict(state: ChannelState, identity: Identity, role: Role, only_emot
         return "msg_emoteonly"
     return ""
 
+
+JOIN_LOGIN_LIMIT = 20
+JOIN_LOGIN_WINDOW_MS = 10_000
 
 # HTTP status of a refused API command by its msg-id (anything else is 400).
 API_STATUS = {"no_permission": 403, "msg_service_unavailable": 503}
@@ -158,12 +161,15 @@ class ClueService:
         except TokenError as exc:
             self.metrics.incr("logins.failed")
             return json_error(401, "login_failed", str(exc))
-        key = login_key(identity.login)
         try:
+            if await self._over_limit(identity.user_id, "logins"):
+                self.metrics.incr("logins.ratelimited")
+                return json_error(429, "login_ratelimit", "too many logins; try again in a few seconds")
             # Lets /ban and friends find the user id a login's tokens carry.
+            key = login_key(identity.login)
             await pipeline_call(self.shards.for_key(key), "login", [("SET", key, identity.user_id)])
         except ShardUnavailable:
-            pass  # only /ban by name needs it, and it falls back to the derived id
+            pass  # fail open: a login changes no chat state, and messages are still checked
         self.metrics.incr("logins.ok")
         return web.json_response({"identity": identity.to_dict()})
 
@@ -177,8 +183,23 @@ class ClueService:
         except ShardUnavailable:
             return web.json_response({"ok": False, "msg_id": "msg_join_failed"})
         identity = Identity.from_dict(body["identity"]) if body.get("identity") else None
+        try:
+            if identity is not None and await self._over_limit(identity.user_id, "joins"):
+                self.metrics.incr("joins.ratelimited")
+                return web.json_response({"ok": False, "msg_id": "msg_join_ratelimit"})
+        except ShardUnavailable:
+            return web.json_response({"ok": False, "msg_id": "msg_join_failed"})
         user_state = stamp.user_state_tags(identity, state) if identity else {}
         return web.json_response({"ok": True, "room_state": state.room_state_tags(), "user_state": user_state})
+
+    async def _over_limit(self, user_id: str, what: str) -> bool:
+        """Twitch allows 20 logins and 20 JOINs per user per 10 s (a fixed window
+        on the user's shard: one round trip)."""
+        key = user_key(user_id, what)
+        _, count = await pipeline_call(
+            self.shards.for_key(key), what, [("SET", key, 0, "PX", JOIN_LOGIN_WINDOW_MS, "NX"), ("INCR", key)]
+        )
+        return int(count) > JOIN_LOGIN_LIMIT
 
     async def _on_messages(self, request: web.Request) -> web.Response:
         body = await read_json(request)

@@ -120,16 +120,3 @@ async def load_scripts(shards: ShardSet) -> None:
             await shard.call("script_load", lambda client: client.script_load(CHECK_SCRIPT))
         except ShardUnavailable:
             pass  # loaded on first use once the shard answers
-
-
-async def ban_user(shards: ShardSet, channel: str, user_id: str, seconds: int | None = None) -> None:
-    """Ban (no expiry) or time out a user in a channel: the key the check reads."""
-    key = user_key(user_id, f"ban:{channel}")
-    shard = shards.for_key(key)
-    command = ("SET", key, "1") if seconds is None else ("SET", key, "1", "PX", int(seconds * 1000))
-    await pipeline_call(shard, "ban", [command])
-
-
-async def unban_user(shards: ShardSet, channel: str, user_id: str) -> None:
-    key = user_key(user_id, f"ban:{channel}")
-    await pipeline_call(shards.for_key(key), "unban", [("DEL", key)])

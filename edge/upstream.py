@@ -48,7 +48,7 @@ class ClueClient:
         try:
             answer = await self._client_for(token[-16:]).post("/v1/login", {"token": token}, op="login")
         except RemoteError as exc:
-            if exc.reason.startswith("HTTP 401"):
+            if exc.reason.startswith(("HTTP 401", "HTTP 429")):
                 return None
             raise
         return Identity.from_dict(answer["identity"])

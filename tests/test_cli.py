@@ -11,12 +11,8 @@ from pathlib import Path
 import pytest
 from support import IrcClient
 
-from clue.shards import ShardSet
-from clue.validation import ban_user
 from common.cluster import free_port
 from common.irc import parse
-from common.metrics import Metrics
-from common.tokens import stable_id
 
 CHATD = str(Path(sys.executable).parent / "chatd")
 
@@ -122,28 +118,45 @@ async def test_chatd_up_runs_a_cluster_keeps_state_and_leaves_nothing_behind(tmp
         await bob.join("#home")
         await alice.send("PRIVMSG #home :across edges")
         await bob.expect_message("PRIVMSG", "across edges")
-        await alice.close()
-        await bob.close()
 
-        shards = ShardSet([("127.0.0.1", up.redis + i) for i in range(3)], 2, 1.0, Metrics("127.0.0.1", 9, "t", "t"))
-        await ban_user(shards, "#home", stable_id("alice"))
-        await shards.close()
+        # The broadcaster sets up moderation state that must outlive the processes.
+        carol = await IrcClient.tcp(up.irc[0], "carol")  # a user exists once logged in
+        await carol.register("carol", token_from_cli(tmp_path, "carol"))
+        home = await IrcClient.tcp(up.irc[0], "home")
+        await home.register("home", token_from_cli(tmp_path, "home"))
+        await home.join("#home")
+        for command, answer in (("/mod bob", "mod_success"), ("/ban alice", "ban_success"),
+                                ("/timeout carol 3600", "timeout_success")):
+            await home.send(f"PRIVMSG #home :{command}")
+            assert parse(await home.expect(r" NOTICE #home ")).tags["msg-id"] == answer
+        await home.send("PRIVMSG #home :/slow 30")
+        await home.expect(r"slow=30 :tmi\.twitch\.tv ROOMSTATE #home$")
+        for client in (alice, bob, carol, home):
+            await client.close()
     finally:
         code = await up.stop()
     assert code == 0
     assert not [pid for pid in children if alive(pid)], "chatd up left processes behind"
 
-    # Same directory and ports, new run: the secret and the ban are still there.
+    # Same directory and ports, new run: the secret, ban, timeout, role and mode are all still there.
     up = ChatdUp(tmp_path, same_ports_as=up)
     await up.start()
     try:
-        alice = await IrcClient.tcp(up.irc[0], "alice")
-        await alice.register("alice", token_from_cli(tmp_path, "alice"))
-        await alice.join("#home")
-        await alice.send("PRIVMSG #home :am I still banned?")
-        notice = parse(await alice.expect(r" NOTICE #home "))
-        assert notice.tags["msg-id"] == "msg_banned"
-        await alice.close()
+        clients = {}
+        for login in ("alice", "bob", "carol"):
+            clients[login] = await IrcClient.tcp(up.irc[1], login)
+            await clients[login].register(login, token_from_cli(tmp_path, login))
+            await clients[login].join("#home")
+        roomstate = parse(await clients["bob"].expect(r" ROOMSTATE #home$"))
+        assert roomstate.tags["slow"] == "30"
+        await clients["alice"].send("PRIVMSG #home :am I still banned?")
+        assert parse(await clients["alice"].expect(r" NOTICE #home ")).tags["msg-id"] == "msg_banned"
+        await clients["carol"].send("PRIVMSG #home :still timed out?")
+        assert parse(await clients["carol"].expect(r" NOTICE #home ")).tags["msg-id"] == "msg_timedout"
+        await clients["bob"].send("PRIVMSG #home :still a moderator")
+        assert (await clients["carol"].expect_message("PRIVMSG", "still a moderator")).tags["badges"] == "moderator/1"
+        for client in clients.values():
+            await client.close()
     finally:
         assert await up.stop() == 0
 

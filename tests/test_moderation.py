@@ -93,6 +93,8 @@ async def test_ban_and_unban(cluster):
     assert (await notice(moderator, channel)).tags["msg-id"] == "bad_ban_broadcaster"
     await moderator.send(f"PRIVMSG {channel} :/ban")
     assert (await notice(moderator, channel)).tags["msg-id"] == "usage_ban"
+    await moderator.send(f"PRIVMSG {channel} :/ban nobody_ever_logged_in")
+    assert (await notice(moderator, channel)).params[-1] == "Invalid username: nobody_ever_logged_in"
 
     await moderator.send(f"PRIVMSG {channel} :/unban keep_troll")
     assert (await notice(moderator, channel)).tags["msg-id"] == "unban_success"
@@ -260,3 +262,31 @@ async def test_http_moderation_api(cluster):
             assert state["mods"] == ["desk_mod"] and state["broadcaster"] == "desk"
             assert state["room_state"]["slow"] == "0"
     await asyncio.sleep(0)
+
+
+async def test_joins_and_logins_are_limited_to_20_per_10s_per_user(cluster):
+    hopper = await cluster.client("hopper", edge=0)
+    await hopper.send(f"JOIN {','.join(f'#hop{n}' for n in range(21))}")
+    refused = await notice(hopper, r"#hop\d+")
+    assert refused.tags["msg-id"] == "msg_join_ratelimit"
+
+    def joined() -> int:
+        return sum(" 366 hopper #hop" in line for line in hopper.lines)
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while joined() < 20:
+        assert loop.time() < deadline, f"only {joined()} joins answered"
+        await asyncio.sleep(0.05)
+    assert joined() == 20 and len(hopper.received("NOTICE")) == 1
+
+    irc_port, _ = cluster.edge_addresses(1)
+    token = cluster.token("relogger")
+    failures = 0
+    for _ in range(21):  # one login above the limit (the first `client` above was another user)
+        client = await IrcClient.tcp(irc_port, "relogger")
+        await client.send(f"PASS oauth:{token}", "NICK relogger")
+        line = await client.expect(r" 376 | NOTICE \* ")
+        failures += "Login authentication failed" in line
+        await client.close()
+    assert failures == 1

@@ -5,11 +5,7 @@ import pytest
 import pytest_asyncio
 from support import running_cluster
 
-from clue.shards import ShardSet
-from clue.validation import ban_user, unban_user
 from common.irc import parse
-from common.metrics import Metrics
-from common.tokens import stable_id
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -56,19 +52,18 @@ async def test_duplicate_within_30s_is_refused_and_reaches_nobody(cluster):
 
 async def test_banned_user_is_refused_until_unbanned(cluster):
     channel = "#strict"
+    owner = await cluster.client("strict", edge=0, channels=(channel,))
     troll = await cluster.client("troll", edge=0, channels=(channel,))
     viewer = await cluster.client("witness", edge=1, channels=(channel,))
-    shards = ShardSet([tuple(a.split(":")) for a in cluster.redis_addresses], 2, 1.0, Metrics("127.0.0.1", 9, "t", "test"))
-    try:
-        await ban_user(shards, channel, stable_id("troll"))
-        await troll.send(f"PRIVMSG {channel} :you can't stop me")
-        assert await notice_id(troll) == "msg_banned"
-        await unban_user(shards, channel, stable_id("troll"))
-        await troll.send(f"PRIVMSG {channel} :I'm sorry")
-        texts = await viewer.wait_for_texts({"I'm sorry"}, channel)
-        assert texts == ["I'm sorry"]
-    finally:
-        await shards.close()
+    await owner.send(f"PRIVMSG {channel} :/ban troll")
+    await troll.expect(r" CLEARCHAT #strict :troll$")
+    await troll.send(f"PRIVMSG {channel} :you can't stop me")
+    assert await notice_id(troll) == "msg_banned"
+    await owner.send(f"PRIVMSG {channel} :/unban troll")
+    await owner.expect(r"msg-id=unban_success")
+    await troll.send(f"PRIVMSG {channel} :I'm sorry")
+    texts = await viewer.wait_for_texts({"I'm sorry"}, channel)
+    assert texts == ["I'm sorry"]
 
 
 async def test_message_over_500_characters_is_refused(cluster):
