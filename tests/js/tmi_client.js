@@ -1,6 +1,8 @@
 // Drives tmi.js against a chatd edge for the test suite.
 // Usage: node tmi_client.js PORT USERNAME TOKEN CHANNEL
-// Prints one JSON event per line on stdout; reads `say TEXT` lines on stdin.
+// Prints one JSON event per line on stdout; reads `say TEXT` lines on stdin, and
+// `call METHOD JSON-ARGS` to call a tmi.js method (ban, timeout, mods, ...) whose
+// promise settles as a `result` or `rejected` event.
 const tmi = require("tmi.js");
 const readline = require("readline");
 
@@ -21,10 +23,21 @@ client.on("message", (chan, tags, message, self) =>
   emit({ event: "message", channel: chan, user: tags.username, displayName: tags["display-name"],
          userId: tags["user-id"], id: tags.id, message, self }));
 client.on("notice", (chan, msgid, message) => emit({ event: "notice", channel: chan, msgid, message }));
+client.on("clearchat", (chan) => emit({ event: "clearchat", channel: chan }));
+client.on("timeout", (chan, user, reason, duration) => emit({ event: "timeout", channel: chan, user, duration }));
+client.on("ban", (chan, user) => emit({ event: "ban", channel: chan, user }));
+client.on("messagedeleted", (chan, user, message) => emit({ event: "messagedeleted", channel: chan, user, message }));
+client.on("slowmode", (chan, enabled, length) => emit({ event: "slowmode", channel: chan, enabled, length }));
 client.on("disconnected", (reason) => { emit({ event: "disconnected", reason }); process.exit(0); });
 
 readline.createInterface({ input: process.stdin }).on("line", (line) => {
   if (line.startsWith("say ")) client.say(channel, line.slice(4)).catch((err) => emit({ event: "error", error: String(err) }));
+  if (line.startsWith("call ")) {
+    const [, method, args] = line.match(/^call (\w+) (.*)$/);
+    client[method](...JSON.parse(args))
+      .then((value) => emit({ event: "result", method, value }))
+      .catch((error) => emit({ event: "rejected", method, error: String(error) }));
+  }
   if (line === "quit") client.disconnect().finally(() => process.exit(0));
 });
 process.stdin.on("end", () => process.exit(0));
