@@ -24,11 +24,13 @@ AUTH_HEADER = "Authorization"
 class RemoteError(Exception):
     """A call to another chatd service failed (timeout, refused, non-2xx)."""
 
-    def __init__(self, remote: str, op: str, reason: str) -> None:
+    def __init__(self, remote: str, op: str, reason: str, refused: bool = False) -> None:
         super().__init__(f"{remote} {op}: {reason}")
         self.remote = remote
         self.op = op
         self.reason = reason
+        # The remote never got the request (connection refused): safe to send elsewhere.
+        self.refused = refused
 
 
 def json_error(status: int, error: str, message: str) -> web.Response:
@@ -126,7 +128,25 @@ class InternalClient:
         except (aiohttp.ClientError, OSError, json.JSONDecodeError) as exc:
             reason = type(exc).__name__
             self._failed(op, reason, started, detail=str(exc)[:200])
-            raise RemoteError(self.remote, op, reason) from None
+            raise RemoteError(self.remote, op, reason, refused=isinstance(exc, aiohttp.ClientConnectorError)) from None
+        self._metrics.timing(f"http.{self.metric_name}.{op}", (time.perf_counter() - started) * 1000)
+        return answer
+
+    async def get(self, path: str, op: str) -> dict[str, Any]:
+        """GET a JSON answer (health checks and lookups)."""
+        started = time.perf_counter()
+        try:
+            async with self._session.get(self.base_url + path, headers=self._headers) as response:
+                if response.status >= 400:
+                    raise RemoteError(self.remote, op, f"HTTP {response.status}")
+                answer = await response.json()
+        except RemoteError:
+            raise
+        except TimeoutError:
+            raise RemoteError(self.remote, op, "timeout") from None
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise RemoteError(self.remote, op, type(exc).__name__,
+                              refused=isinstance(exc, aiohttp.ClientConnectorError)) from None
         self._metrics.timing(f"http.{self.metric_name}.{op}", (time.perf_counter() - started) * 1000)
         return answer
 

@@ -74,6 +74,7 @@ class EdgeService:
             self.metrics, self.settings.common.http_timeout,
         )
         self.subscriptions.start()
+        self.clue.start()
         self._keepalive = loop.create_task(self._keep_alive())
 
         for kind, (host, port), factory in (

@@ -21,18 +21,65 @@ HEARTBEAT_INTERVAL = 1.0
 
 
 class ClueClient:
-    """Talks to the clue pool; a user's requests always go to the same clue so
-    their messages keep their order."""
+    """Talks to the clue pool.
+
+    A user's requests always go to the same healthy clue, so their messages
+    keep their order. A clue that refuses connections is taken out of the ring
+    and its requests go to the next one; a health check every second brings it
+    back. A timeout is not retried (the clue may have accepted the message):
+    the sender is told instead.
+    """
 
     def __init__(self, urls: list[str], token: str, metrics: Metrics, timeout: float) -> None:
+        self._urls = urls
+        self._healthy = set(urls)
         self._ring = Ring(urls)
+        self._metrics = metrics
         self._clients = {
             url: InternalClient(f"clue:{url}", url, token, metrics, timeout=timeout) for url in urls
         }
         self._batchers = {url: Batcher(self._sender(url)) for url in urls}
+        self._health_task: asyncio.Task[None] | None = None
+        metrics.gauge_from("clue.healthy", lambda: len(self._healthy))
 
-    def _client_for(self, key: str) -> InternalClient:
-        return self._clients[self._ring.node_for(key)]
+    def start(self) -> None:
+        self._health_task = asyncio.get_running_loop().create_task(self._check_health())
+
+    def _pick(self, key: str) -> str:
+        return self._ring.node_for(key)
+
+    def _mark(self, url: str, healthy: bool) -> None:
+        if healthy == (url in self._healthy):
+            return
+        if healthy:
+            self._healthy.add(url)
+        elif len(self._healthy) > 1:  # with none left, keep trying the last one
+            self._healthy.discard(url)
+        else:
+            return
+        log.warning("clue_health", remote="clue", url=url, healthy=healthy)
+        self._ring = Ring([u for u in self._urls if u in self._healthy])
+
+    async def _check_health(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            for url, client in self._clients.items():
+                try:
+                    await client.get("/health", op="health")
+                except RemoteError:
+                    self._mark(url, False)
+                else:
+                    self._mark(url, True)
+
+    async def _call(self, key: str, path: str, payload: dict[str, Any], op: str) -> dict[str, Any]:
+        url = self._pick(key)
+        try:
+            return await self._clients[url].post(path, payload, op=op)
+        except RemoteError as exc:
+            if not exc.refused:
+                raise
+            self._mark(url, False)
+            return await self._clients[self._pick(key)].post(path, payload, op=op)
 
     def _sender(self, url: str):
         client = self._clients[url]
@@ -46,7 +93,7 @@ class ClueClient:
     async def login(self, token: str) -> Identity | None:
         """The identity a token names, or None when clue refuses it."""
         try:
-            answer = await self._client_for(token[-16:]).post("/v1/login", {"token": token}, op="login")
+            answer = await self._call(token[-16:], "/v1/login", {"token": token}, op="login")
         except RemoteError as exc:
             if exc.reason.startswith(("HTTP 401", "HTTP 429")):
                 return None
@@ -56,12 +103,36 @@ class ClueClient:
     async def join(self, channel: str, identity: Identity | None) -> dict[str, Any]:
         key = identity.login if identity else channel
         payload = {"channel": channel, "identity": identity.to_dict() if identity else None}
-        return await self._client_for(key).post("/v1/join", payload, op="join")
+        return await self._call(key, "/v1/join", payload, op="join")
 
     def publish(self, item: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
-        return self._batchers[self._ring.node_for(item["identity"]["login"])].submit(item)
+        """Hand a message to the user's clue; on a refused connection, to the next."""
+        login = item["identity"]["login"]
+        url = self._pick(login)
+        result: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+        def settle(attempt: asyncio.Future[dict[str, Any]], retried: bool) -> None:
+            if result.done():
+                return
+            if attempt.cancelled():
+                result.cancel()
+                return
+            error = attempt.exception()
+            if error is None:
+                result.set_result(attempt.result())
+            elif isinstance(error, RemoteError) and error.refused and not retried:
+                self._mark(url, False)
+                self._metrics.incr("clue.failover")
+                retry = self._batchers[self._pick(login)].submit(item)
+                retry.add_done_callback(lambda f: settle(f, True))
+            else:
+                result.set_exception(error)
+
+        self._batchers[url].submit(item).add_done_callback(lambda f: settle(f, False))
+        return result
 
     async def close(self) -> None:
+        await cancel_and_wait(self._health_task)
         for batcher in self._batchers.values():
             await batcher.close()
         for client in self._clients.values():
