@@ -107,6 +107,12 @@ def cmd_service(args: argparse.Namespace) -> int:
     return run_service("exchange", ExchangeSettings.from_env, ExchangeService)
 
 
+def cmd_reshard(args: argparse.Namespace) -> int:
+    from clue.reshard import run
+
+    return run(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from loadtest.bench import run
 
@@ -130,7 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         service = sub.add_parser(name, help=f"run one {name} process, configured by the environment")
         service.set_defaults(handler=cmd_service)
 
+    from clue.reshard import add_arguments as reshard_arguments
     from loadtest.bench import build_parser as bench_parser
+
+    reshard = sub.add_parser("reshard", help="move Redis keys after a change of CACHE_SERVERS")
+    reshard_arguments(reshard)
+    reshard.set_defaults(handler=cmd_reshard)
 
     bench = sub.add_parser("bench", help="side-by-side benchmarks (fanout, e2e, ingest, memory, keepalive)")
     bench_parser(bench)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import signal
 
 import pytest
+from support import running_cluster
 
 from common.ring import Ring
-from support import running_cluster
 
 
 @pytest.mark.asyncio
