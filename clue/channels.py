@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -65,6 +66,8 @@ class ChannelCache:
         self._entries: dict[str, tuple[float, ChannelState]] = {}
         self._loading: dict[str, asyncio.Future[ChannelState]] = {}
         self._listeners: list[asyncio.Task[None]] = []
+        # Other pub/sub announcements (e.g. route changes) → handlers.
+        self.announcements: dict[str, Callable[[str], Awaitable[None]]] = {}
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -147,13 +150,18 @@ class ChannelCache:
         while True:
             pubsub = shard.pubsub_client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(INVALIDATE)
+                await pubsub.subscribe(INVALIDATE, *self.announcements)
                 # Anything cached before (re)subscribing may have missed a change.
                 self._entries.clear()
                 async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        self.invalidate(message["data"].decode())
+                    if message.get("type") != "message":
+                        continue
+                    topic, subject = message["channel"].decode(), message["data"].decode()
+                    if topic == INVALIDATE:
+                        self.invalidate(subject)
                         self._metrics.incr("cache.invalidated")
+                    else:
+                        await self.announcements[topic](subject)
             except asyncio.CancelledError:
                 await pubsub.aclose()
                 raise

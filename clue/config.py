@@ -15,7 +15,8 @@ class ClueSettings:
     cache_servers: list[tuple[str, int]]
     cache_max_conns: int
     cache_timeout: float
-    exchange_urls: list[str]
+    cluster: str
+    exchange_urls: dict[str, list[str]]
     channel_cache_ttl: float
     rate_limit: int
     rate_limit_privileged: int
@@ -32,7 +33,8 @@ class ClueSettings:
             cache_servers=env.addresses("CACHE_SERVERS"),
             cache_max_conns=env.int("CACHE_MAX_CONNS", 10, minimum=1),
             cache_timeout=env.duration("CACHE_TIMEOUT", "100ms"),
-            exchange_urls=env.urls("EXCHANGE_URLS"),
+            cluster=env.str("CLUSTER", "main"),
+            exchange_urls=env.cluster_urls("EXCHANGE_URLS"),
             # A safety net under pub/sub invalidation, not the way changes spread.
             channel_cache_ttl=env.duration("CHANNEL_CACHE_TTL", "30s"),
             # Twitch's limit for ordinary chatters: 20 messages per 30 seconds.

@@ -17,6 +17,8 @@ from clue.channels import ChannelCache, ChannelState
 from clue.commands import Commands, Role, login_key, role_of
 from clue.config import ClueSettings
 from clue.emotes import emotes_tag
+from clue.routes import ANNOUNCE as ROUTES_ANNOUNCE
+from clue.routes import RouteTable
 from clue.shards import ShardSet, ShardUnavailable, channel_key, pipeline_call, user_key
 from clue.validation import DUPLICATE_WINDOW_MS, Check, load_scripts, run_checks
 from common import twitch
@@ -80,11 +82,15 @@ class Rejected(Exception):
         self.fill = fill
 
 
-class ExchangePublisher:
-    """Hands accepted messages to the exchange that owns their channel, batched."""
+class Exchanges:
+    """Hands accepted messages, batched, to the exchange that owns their channel
+    in the cluster the routing table names for it."""
 
-    def __init__(self, urls: list[str], token: str, metrics: Metrics, timeout: float) -> None:
-        self._ring = Ring(urls)
+    def __init__(self, clusters: dict[str, list[str]], routes: RouteTable, token: str, metrics: Metrics,
+                 timeout: float) -> None:
+        self._routes = routes
+        self._rings = {cluster: Ring(urls) for cluster, urls in clusters.items()}
+        urls = list(dict.fromkeys(url for found in clusters.values() for url in found))
         self._clients = {url: InternalClient(f"exchange:{url}", url, token, metrics, timeout=timeout) for url in urls}
         self._batchers = {url: Batcher(self._sender(self._clients[url])) for url in urls}
 
@@ -96,12 +102,30 @@ class ExchangePublisher:
 
         return send
 
+    def owner(self, channel: str, cluster: str | None = None) -> str:
+        cluster = cluster or self._routes.cluster_for(channel)
+        ring = self._rings.get(cluster)
+        if ring is None:
+            log.warning("unknown_cluster", cluster=cluster, channel=channel)
+            ring = self._rings["main"]
+        return ring.node_for(channel)
+
     def publish(self, message: dict[str, Any]) -> asyncio.Future[int]:
-        return self._batchers[self._ring.node_for(message["channel"])].submit(message)
+        channel = message["channel"]
+        # The route version lets the exchange tell messages from before a move.
+        message["rv"] = self._routes.version_for(channel)
+        return self._batchers[self.owner(channel)].submit(message)
+
+    async def move(self, channel: str, old_cluster: str, new_cluster: str, version: int) -> None:
+        """Tell the channel's old exchange where it lives now."""
+        old, new = self.owner(channel, old_cluster), self.owner(channel, new_cluster)
+        if old != new:
+            payload = {"channel": channel, "cluster": new_cluster, "version": version, "to": new}
+            await self._clients[old].post("/v1/move", payload, op="move")
 
     async def lookup(self, channel: str, message_id: str) -> dict[str, Any] | None:
         """A recent message of `channel` from the exchange that owns it."""
-        client = self._clients[self._ring.node_for(channel)]
+        client = self._clients[self.owner(channel)]
         try:
             return await client.post("/v1/lookup", {"channel": channel, "id": message_id}, op="lookup")
         except RemoteError as exc:
@@ -122,9 +146,11 @@ class ClueService:
         self.metrics = metrics
         self.shards = ShardSet(settings.cache_servers, settings.cache_max_conns, settings.cache_timeout, metrics)
         self.channels = ChannelCache(self.shards, metrics, settings.channel_cache_ttl)
-        self.exchange = ExchangePublisher(
-            settings.exchange_urls, settings.common.internal_token, metrics, settings.common.http_timeout
+        self.routes = RouteTable(self.shards)
+        self.exchange = Exchanges(
+            settings.exchange_urls, self.routes, settings.common.internal_token, metrics, settings.common.http_timeout
         )
+        self.channels.announcements[ROUTES_ANNOUNCE] = self._on_route_change
         self.commands = Commands(self.shards, self.channels, settings.common.server_name, self.exchange.lookup)
         self.server = InternalServer(
             settings.common.internal_token,
@@ -141,6 +167,10 @@ class ClueService:
 
     async def start(self) -> None:
         await load_scripts(self.shards)
+        try:
+            await self.routes.load()
+        except ShardUnavailable:
+            log.warning("routes_unavailable", remote="redis")  # reloaded entry by entry as changes come
         self.channels.start()
         self.addresses["http"] = await self.server.start(self.settings.http_listen)
 
@@ -149,6 +179,17 @@ class ClueService:
         await self.channels.close()
         await self.exchange.close()
         await self.shards.close()
+
+    async def _on_route_change(self, channel: str) -> None:
+        """A channel moved: its old exchange must hand it over (every clue says so;
+        the exchange acts once per version)."""
+        try:
+            (old, _), (new, version) = await self.routes.refresh(channel)
+            if old != new:
+                log.info("route_changed", channel=channel, old=old, new=new, version=version)
+                await self.exchange.move(channel, old, new, version)
+        except (ShardUnavailable, RemoteError) as exc:
+            log.warning("route_change_failed", channel=channel, detail=str(exc)[:200])
 
     # ---- handlers
     async def _on_health(self, request: web.Request) -> web.Response:
@@ -190,7 +231,12 @@ class ClueService:
         except ShardUnavailable:
             return web.json_response({"ok": False, "msg_id": "msg_join_failed"})
         user_state = stamp.user_state_tags(identity, state) if identity else {}
-        return web.json_response({"ok": True, "room_state": state.room_state_tags(), "user_state": user_state})
+        return web.json_response({
+            "ok": True,
+            "room_state": state.room_state_tags(),
+            "user_state": user_state,
+            "cluster": self.routes.cluster_for(channel),
+        })
 
     async def _over_limit(self, user_id: str, what: str) -> bool:
         """Twitch allows 20 logins and 20 JOINs per user per 10 s (a fixed window

@@ -107,6 +107,12 @@ def cmd_service(args: argparse.Namespace) -> int:
     return run_service("exchange", ExchangeSettings.from_env, ExchangeService)
 
 
+def cmd_route(args: argparse.Namespace) -> int:
+    from clue.routes import run
+
+    return run(args)
+
+
 def cmd_reshard(args: argparse.Namespace) -> int:
     from clue.reshard import run
 
@@ -137,7 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
         service.set_defaults(handler=cmd_service)
 
     from clue.reshard import add_arguments as reshard_arguments
+    from clue.routes import add_arguments as route_arguments
     from loadtest.bench import build_parser as bench_parser
+
+    route = sub.add_parser("route", help="the channel → cluster routing table: list | get CHANNEL | set CHANNEL CLUSTER")
+    route_arguments(route)
+    route.set_defaults(handler=cmd_route)
 
     reshard = sub.add_parser("reshard", help="move Redis keys after a change of CACHE_SERVERS")
     reshard_arguments(reshard)

@@ -85,6 +85,8 @@ class ClusterConfig:
     ws_port: int = 8080
     redis_port: int = 7000  # shard i on redis_port + i (0: any free port)
     cache_servers: list[str] | None = None  # external Redis instead of embedded shards
+    # More clusters beside `main`: name → (clue processes, exchange processes).
+    extra_clusters: dict[str, tuple[int, int]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)  # extra environment for services
 
 
@@ -97,8 +99,11 @@ class LocalCluster:
         self.internal_token = secrets.token_urlsafe(24)
         self.components: dict[str, Component] = {}
         self.redis_addresses: list[str] = []
-        self.exchange_urls: list[str] = []
-        self.clue_urls: list[str] = []
+        # Per cluster; `exchange_urls` and `clue_urls` are the main cluster's.
+        self.cluster_exchange_urls: dict[str, list[str]] = {"main": []}
+        self.cluster_clue_urls: dict[str, list[str]] = {"main": []}
+        self.exchange_urls = self.cluster_exchange_urls["main"]
+        self.clue_urls = self.cluster_clue_urls["main"]
 
     # ---- whole cluster
     async def start(self) -> None:
@@ -110,12 +115,19 @@ class LocalCluster:
                 for index in range(self.config.shards):
                     port = self.config.redis_port + index if self.config.redis_port else free_port()
                     await self.start_redis(index, port)
-            for index in range(self.config.exchanges):
-                await self.start_exchange(index)
-            for index in range(self.config.clues):
-                await self.start_clue(index)
+            sizes = {"main": (self.config.clues, self.config.exchanges), **self.config.extra_clusters}
+            for cluster in sizes:
+                self.cluster_exchange_urls.setdefault(cluster, [])
+                self.cluster_clue_urls.setdefault(cluster, [])
+            for cluster, (_, exchanges) in sizes.items():
+                for index in range(exchanges):
+                    await self.start_exchange(index, cluster)
+            for cluster, (clues, _) in sizes.items():
+                for index in range(clues):
+                    await self.start_clue(index, cluster)
             for index in range(self.config.edges):
                 await self.start_edge(index)
+            self.describe()
         except BaseException:
             await self.stop()
             raise
@@ -183,21 +195,40 @@ class LocalCluster:
         port = urls[index].rsplit(":", 1)[1] if index < len(urls) else "0"
         return f"127.0.0.1:{port}"
 
-    async def start_exchange(self, index: int) -> Component:
-        env = self.base_env() | {"EXCHANGE_HTTP_LISTEN": self._listen(self.exchange_urls, index)}
-        component = await self._service(f"exchange-{index}", "exchange", env)
-        self._set_url(self.exchange_urls, index, component.addresses["http"])
+    @staticmethod
+    def component_name(kind: str, index: int, cluster: str = "main") -> str:
+        return f"{kind}-{index}" if cluster == "main" else f"{kind}-{cluster}-{index}"
+
+    def _cluster_env(self, variable: str, urls: dict[str, list[str]]) -> dict[str, str]:
+        """`EXCHANGE_URLS` for main, `EXCHANGE_URLS_<CLUSTER>` for the others."""
+        return {variable if cluster == "main" else f"{variable}_{cluster.upper()}": ",".join(found)
+                for cluster, found in urls.items()}
+
+    async def start_exchange(self, index: int, cluster: str = "main") -> Component:
+        urls = self.cluster_exchange_urls[cluster]
+        env = self.base_env() | {"EXCHANGE_HTTP_LISTEN": self._listen(urls, index), "CLUSTER": cluster}
+        component = await self._service(self.component_name("exchange", index, cluster), "exchange", env)
+        self._set_url(urls, index, component.addresses["http"])
         return component
 
-    async def start_clue(self, index: int) -> Component:
-        env = self.base_env() | {
-            "CLUE_HTTP_LISTEN": self._listen(self.clue_urls, index),
+    async def start_clue(self, index: int, cluster: str = "main") -> Component:
+        urls = self.cluster_clue_urls[cluster]
+        env = self.base_env() | self._cluster_env("EXCHANGE_URLS", self.cluster_exchange_urls) | {
+            "CLUE_HTTP_LISTEN": self._listen(urls, index),
             "CACHE_SERVERS": ",".join(self.redis_addresses),
-            "EXCHANGE_URLS": ",".join(self.exchange_urls),
+            "CLUSTER": cluster,
         }
-        component = await self._service(f"clue-{index}", "clue", env)
-        self._set_url(self.clue_urls, index, component.addresses["http"])
+        component = await self._service(self.component_name("clue", index, cluster), "clue", env)
+        self._set_url(urls, index, component.addresses["http"])
         return component
+
+    def describe(self) -> None:
+        """Write the cluster's addresses to the data dir, for `chatd route` and friends."""
+        (self.data_dir / "cluster.json").write_text(json.dumps({
+            "cache_servers": self.redis_addresses,
+            "clue_urls": self.cluster_clue_urls,
+            "exchange_urls": self.cluster_exchange_urls,
+        }, indent=2) + "\n")
 
     async def start_edge(self, index: int) -> Component:
         irc = self.config.irc_port + index if self.config.irc_port else 0
@@ -210,18 +241,20 @@ class LocalCluster:
             "EDGE_IRC_LISTEN": f"127.0.0.1:{irc}",
             "EDGE_WS_LISTEN": f"127.0.0.1:{ws}",
             "EDGE_HTTP_LISTEN": "127.0.0.1:0",
-            "CLUE_URLS": ",".join(self.clue_urls),
-            "EXCHANGE_URLS": ",".join(self.exchange_urls),
-        }
+        } | self._cluster_env("CLUE_URLS", self.cluster_clue_urls) | self._cluster_env(
+            "EXCHANGE_URLS", self.cluster_exchange_urls
+        )
         return await self._service(f"edge-{index}", "edge", env)
 
     async def restart(self, name: str) -> Component:
         """Start a stopped component again (same index, same Redis port)."""
-        kind, index = name.rsplit("-", 1)
+        kind, *cluster, index = name.split("-")
         if kind == "redis":
             host, port = self.redis_addresses[int(index)].rsplit(":", 1)
             return await self.start_redis(int(index), int(port))
-        return await getattr(self, f"start_{kind}")(int(index))
+        if kind == "edge":
+            return await self.start_edge(int(index))
+        return await getattr(self, f"start_{kind}")(int(index), *cluster)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         component = self.components[name]

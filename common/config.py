@@ -102,6 +102,19 @@ class Env:
             raise ConfigError(f"{name} lists no URL")
         return [self._convert(name, item, parse_url) for item in items]
 
+    def cluster_urls(self, name: str, required: bool = True) -> dict[str, list[str]]:
+        """Per-cluster URL lists: `NAME` is the `main` cluster's, `NAME_<CLUSTER>`
+        (e.g. `EXCHANGE_URLS_EVENT`) another cluster's."""
+        clusters = {"main": self.urls(name)} if required or self.environ.get(name) else {}
+        prefix = name + "_"
+        for key in sorted(self.environ):
+            if key.startswith(prefix) and self.environ[key].strip():
+                cluster = key[len(prefix):].lower()
+                if not cluster.isalnum():
+                    raise ConfigError(f"{key}: cluster names are letters and digits")
+                clusters[cluster] = self.urls(key)
+        return clusters
+
     def parsed(self, name: str, default: str, parse):
         """A value turned into something else by `parse`, which raises ValueError."""
         return self._convert(name, self._raw(name, default), parse)

@@ -16,8 +16,8 @@ class EdgeSettings:
     ws_listen: tuple[str, int]
     http_listen: tuple[str, int]
     advertised_url: str | None
-    clue_urls: list[str]
-    exchange_urls: list[str]
+    clue_urls: dict[str, list[str]]
+    exchange_urls: dict[str, list[str]]
     max_channels: int
     send_buffer: int
     ping_interval: float
@@ -34,8 +34,8 @@ class EdgeSettings:
             # Internal delivery endpoint: loopback unless told otherwise (SPEC §1.5).
             http_listen=env.address("EDGE_HTTP_LISTEN", "127.0.0.1:0"),
             advertised_url=env.str("EDGE_ADVERTISED_URL", "") or None,
-            clue_urls=env.urls("CLUE_URLS"),
-            exchange_urls=env.urls("EXCHANGE_URLS"),
+            clue_urls=env.cluster_urls("CLUE_URLS"),
+            exchange_urls=env.cluster_urls("EXCHANGE_URLS"),
             max_channels=env.int("EDGE_MAX_CHANNELS", 1000, minimum=1),
             send_buffer=env.int("EDGE_SEND_BUFFER", 4 * 1024 * 1024, minimum=4096),
             # A silent client gets PING after this long and is closed after twice it.

@@ -27,7 +27,7 @@ from edge.session import (
     Publish,
     Reply,
 )
-from edge.upstream import ClueClient, Subscriptions
+from edge.upstream import Clusters
 
 log = structlog.get_logger()
 
@@ -53,10 +53,7 @@ class EdgeService:
             settings.common.internal_token,
             [web.post("/v1/deliver", self._on_deliver), web.get("/health", self._on_health)],
         )
-        self.clue = ClueClient(
-            settings.clue_urls, settings.common.internal_token, metrics, settings.common.http_timeout
-        )
-        self.subscriptions: Subscriptions | None = None
+        self.clusters: Clusters | None = None
         self._keepalive: asyncio.Task[None] | None = None
         self.addresses: dict[str, str] = {}
         metrics.gauge_from("connections", lambda: len(self.conns))
@@ -69,12 +66,11 @@ class EdgeService:
         edge_url = self.settings.advertised_url or bound_url
         self.addresses["http"] = edge_url
 
-        self.subscriptions = Subscriptions(
-            self.settings.exchange_urls, edge_url, self.settings.common.internal_token,
+        self.clusters = Clusters(
+            self.settings.clue_urls, self.settings.exchange_urls, edge_url, self.settings.common.internal_token,
             self.metrics, self.settings.common.http_timeout,
         )
-        self.subscriptions.start()
-        self.clue.start()
+        self.clusters.start()
         self._keepalive = loop.create_task(self._keep_alive())
 
         for kind, (host, port), factory in (
@@ -98,9 +94,8 @@ class EdgeService:
             conn.close()
         for task in list(self._tasks):
             task.cancel()
-        if self.subscriptions is not None:
-            await self.subscriptions.close()
-        await self.clue.close()
+        if self.clusters is not None:
+            await self.clusters.close()
         await self.server.stop()
 
     # ---- connections
@@ -180,7 +175,8 @@ class EdgeService:
     # ---- login, join, part
     async def _login(self, conn: ClientConnection, token: str) -> None:
         try:
-            identity = await self.clue.login(token)
+            assert self.clusters is not None
+            identity = await self.clusters.main.login(token)
         except RemoteError:
             self.metrics.incr("logins.unavailable")
             self.execute(conn, conn.session.login_failed())
@@ -193,24 +189,23 @@ class EdgeService:
         self.execute(conn, conn.session.login_succeeded(identity))
 
     async def _join(self, conn: ClientConnection, channel: str) -> None:
-        assert self.subscriptions is not None
-        subscribed = self.subscriptions.subscribe(channel)
+        clusters = self.clusters
+        assert clusters is not None
         try:
-            state = await self.clue.join(channel, conn.session.identity)
+            state = await clusters.main.join(channel, conn.session.identity)
         except RemoteError:
-            self.subscriptions.unsubscribe(channel)
             self.execute(conn, conn.session.join_failed(channel, "msg_join_failed"))
             return
         if not state.get("ok", True):
-            self.subscriptions.unsubscribe(channel)
             self.execute(conn, conn.session.join_failed(channel, state.get("msg_id", "msg_join_failed")))
             return
+        subscribed = clusters.subscribe(channel, state.get("cluster", "main"))
         try:
             await asyncio.wait_for(asyncio.shield(subscribed), SUBSCRIBE_WAIT)
         except (TimeoutError, RemoteError):
             log.warning("subscribe_pending", remote="exchange", channel=channel)
         if not conn.open or channel not in conn.session.joining:
-            self.subscriptions.unsubscribe(channel)
+            clusters.unsubscribe(channel)
             return
         # No await between the JOIN echo and joining the hub: nothing can slip between.
         self.execute(conn, conn.session.join_succeeded(channel, state["room_state"], state["user_state"]))
@@ -222,8 +217,8 @@ class EdgeService:
         if not members or conn not in members:
             return
         self.hub.remove(conn, channel)
-        assert self.subscriptions is not None
-        self.subscriptions.unsubscribe(channel)
+        assert self.clusters is not None
+        self.clusters.unsubscribe(channel)
 
     # ---- chat
     def _publish(self, conn: ClientConnection, action: Publish) -> None:
@@ -231,7 +226,8 @@ class EdgeService:
         assert identity is not None
         started = time.perf_counter()
         self.metrics.incr("messages.received")
-        future = self.clue.publish(
+        assert self.clusters is not None
+        future = self.clusters.clue_for(action.channel).publish(
             {
                 "channel": action.channel,
                 "text": action.text,
@@ -271,8 +267,16 @@ class EdgeService:
             boot = str(body.get("boot", ""))
         except (ValueError, KeyError, TypeError):
             return json_error(400, "bad_request", "expected {boot, messages: [...]}")
+        moves = [m for m in messages if m.get("command") == "MOVED"]
+        if moves:
+            messages = [m for m in messages if m.get("command") != "MOVED"]
         with self.metrics.timer("fanout"):
             delivered, gaps = delivery.deliver(self.hub, self.settings.edge_id, boot, messages)
+        for move in moves:  # after the messages ordered before it
+            assert self.clusters is not None
+            if self.clusters.move(move["channel"], str(move["cluster"]), int(move["version"])):
+                self.metrics.incr("channels.moved")
+                log.info("channel_moved", channel=move["channel"], cluster=move["cluster"])
         self.metrics.incr("messages.delivered", delivered)
         if gaps:
             self.metrics.incr("sequence.gaps", gaps)

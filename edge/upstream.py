@@ -151,7 +151,7 @@ class ExchangeLink:
         self.edge_url = edge_url
         self.client = client
         self._refs: dict[str, int] = {}  # channel → local users joined or joining
-        self._ops: list[tuple[str, str]] = []
+        self._ops: list[tuple] = []
         self._waiters: dict[str, asyncio.Future[None]] = {}
         self._wakeup = asyncio.Event()
         self._boot: str | None = None
@@ -180,14 +180,34 @@ class ExchangeLink:
             waiter.set_result(None)
         return waiter
 
-    def unsubscribe(self, channel: str) -> None:
+    def unsubscribe(self, channel: str) -> bool:
+        """Count one local user less; True when that was the last."""
         count = self._refs.get(channel, 0) - 1
         if count > 0:
             self._refs[channel] = count
-            return
+            return False
         self._refs.pop(channel, None)
         self._ops.append(("-", channel))
         self._wakeup.set()
+        return True
+
+    def release(self, channel: str) -> int:
+        """Give up the channel entirely (it moved); returns its local user count."""
+        refs = self._refs.pop(channel, 0)
+        if refs:
+            self._ops.append(("-", channel))
+            self._wakeup.set()
+        return refs
+
+    def adopt(self, channel: str, refs: int, replay_from: int) -> None:
+        """Take over a moved channel's users, asking for what was sent since the move."""
+        if refs <= 0:
+            return
+        first = channel not in self._refs
+        self._refs[channel] = self._refs.get(channel, 0) + refs
+        if first:
+            self._ops.append(("+", channel, replay_from))
+            self._wakeup.set()
 
     async def _run(self) -> None:
         await self._sync()
@@ -197,14 +217,20 @@ class ExchangeLink:
             except TimeoutError:
                 pass
             self._wakeup.clear()
-            if self._ops:
-                await self._send_ops()
-            else:
-                await self._heartbeat()
+            try:
+                if self._ops:
+                    await self._send_ops()
+                else:
+                    await self._heartbeat()
+            except Exception:  # a bug must not end this edge's subscriptions for good
+                log.exception("subscription_error", remote="exchange", url=self.url)
+                self._boot = None  # re-sync everything on the next heartbeat
 
     async def _send_ops(self) -> None:
         ops, self._ops = self._ops, []
-        waiters = {channel: self._waiters.pop(channel) for op, channel in ops if op == "+" and channel in self._waiters}
+        waiters = {
+            op[1]: self._waiters.pop(op[1]) for op in ops if op[0] == "+" and op[1] in self._waiters
+        }
         try:
             answer = await self.client.post(
                 "/v1/subscribe", {"edge": self.edge_url, "ops": ops}, op="subscribe"
@@ -276,9 +302,68 @@ class Subscriptions:
     def subscribe(self, channel: str) -> asyncio.Future[None]:
         return self.link_for(channel).subscribe(channel)
 
-    def unsubscribe(self, channel: str) -> None:
-        self.link_for(channel).unsubscribe(channel)
+    def unsubscribe(self, channel: str) -> bool:
+        return self.link_for(channel).unsubscribe(channel)
 
     async def close(self) -> None:
         for link in self.links.values():
             await link.close()
+
+
+class Clusters:
+    """The clue and exchange pools of every cluster (main, event, group…) and
+    which cluster carries each channel this edge holds.
+
+    A channel's cluster comes from clue when the first local user joins it, and
+    changes when its old exchange sends MOVED during a live move.
+    """
+
+    def __init__(self, clue_urls: dict[str, list[str]], exchange_urls: dict[str, list[str]], edge_url: str,
+                 token: str, metrics: Metrics, timeout: float) -> None:
+        self.clues = {name: ClueClient(urls, token, metrics, timeout) for name, urls in clue_urls.items()}
+        self.subscriptions = {
+            name: Subscriptions(urls, edge_url, token, metrics, timeout) for name, urls in exchange_urls.items()
+        }
+        self.route: dict[str, str] = {}
+
+    def start(self) -> None:
+        for clue in self.clues.values():
+            clue.start()
+        for subscriptions in self.subscriptions.values():
+            subscriptions.start()
+
+    @property
+    def main(self) -> ClueClient:
+        return self.clues["main"]
+
+    def cluster_of(self, channel: str) -> str:
+        return self.route.get(channel, "main")
+
+    def clue_for(self, channel: str) -> ClueClient:
+        return self.clues.get(self.cluster_of(channel), self.main)
+
+    def subscribe(self, channel: str, cluster: str) -> asyncio.Future[None]:
+        # A channel this edge already holds keeps its cluster until MOVED says otherwise.
+        cluster = self.route.setdefault(channel, cluster if cluster in self.subscriptions else "main")
+        return self.subscriptions[cluster].subscribe(channel)
+
+    def unsubscribe(self, channel: str) -> None:
+        cluster = self.route.get(channel)
+        if cluster is not None and self.subscriptions[cluster].unsubscribe(channel):
+            del self.route[channel]
+
+    def move(self, channel: str, cluster: str, version: int) -> bool:
+        """Follow a channel to its new cluster; False if there was nothing to move."""
+        old = self.route.get(channel)
+        if old is None or old == cluster or cluster not in self.subscriptions:
+            return False
+        refs = self.subscriptions[old].link_for(channel).release(channel)
+        self.route[channel] = cluster
+        self.subscriptions[cluster].link_for(channel).adopt(channel, refs, replay_from=version)
+        return True
+
+    async def close(self) -> None:
+        for subscriptions in self.subscriptions.values():
+            await subscriptions.close()
+        for clue in self.clues.values():
+            await clue.close()

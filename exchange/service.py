@@ -12,12 +12,14 @@ import asyncio
 import json
 import time
 import uuid
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict, defaultdict, deque
 from typing import Any
 
 import structlog
 from aiohttp import web
 
+from common.batch import Batcher
+from common.config import parse_url
 from common.internal_http import (
     InternalClient,
     InternalServer,
@@ -102,6 +104,13 @@ class ExchangeService:
         # Each channel's recent chat messages by id, for /delete (CLEARMSG needs
         # the sender and the text); the exchange is the one place that sees them all.
         self.recent: defaultdict[str, OrderedDict[str, dict[str, Any]]] = defaultdict(OrderedDict)
+        # Channels moved to another cluster: {cluster, version, to}; later messages are forwarded.
+        self.moved: dict[str, dict[str, Any]] = {}
+        self.peers: dict[str, Batcher] = {}
+        # Encoded messages of channels that have moved, for edges that subscribe after a move.
+        self.history: defaultdict[str, deque[tuple[int, bytes]]] = defaultdict(
+            lambda: deque(maxlen=RECENT_PER_CHANNEL)
+        )
         self.server = InternalServer(
             settings.common.internal_token,
             [
@@ -111,6 +120,7 @@ class ExchangeService:
                 web.post("/v1/heartbeat", self._on_heartbeat),
                 web.get("/v1/channels/{channel}", self._on_channel),
                 web.post("/v1/lookup", self._on_lookup),
+                web.post("/v1/move", self._on_move),
                 web.get("/health", self._on_health),
             ],
         )
@@ -171,8 +181,14 @@ class ExchangeService:
     async def _on_subscribe(self, request: web.Request) -> web.Response:
         body = await read_json(request)
         link = self._link(self._edge_url(body))
-        for op, channel in body.get("ops", []):
-            if op == "+":
+        for op, channel, *replay in body.get("ops", []):
+            if op == "+" and channel in self.moved:
+                link.enqueue(self._moved_notice(channel))  # the edge has not heard yet
+            elif op == "+":
+                if replay:
+                    for version, encoded in self.history.get(channel, ()):
+                        if version >= replay[0]:
+                            link.enqueue(encoded)
                 self._add(link, channel)
             elif op == "-":
                 self._remove(link, channel)
@@ -210,15 +226,26 @@ class ExchangeService:
         seqs = []
         for message in messages:
             channel = message["channel"]
+            version = int(message.get("rv", 0))
+            moved = self.moved.get(channel)
+            if moved is not None:
+                if version < moved["version"]:
+                    # Ingested before its clue heard of the move: the new owner orders it.
+                    self._forward(moved, {**message, "rv": moved["version"]})
+                    seqs.append(0)
+                    continue
+                del self.moved[channel]  # the channel has moved back here
             self.seq[channel] += 1
             message["seq"] = self.seq[channel]
             seqs.append(message["seq"])
             if message.get("command") == "PRIVMSG":
                 self._remember(channel, message)
             links = self.subscribers.get(channel)
-            if links:
+            if links or version:
                 encoded = json.dumps(message, separators=(",", ":")).encode()
-                for link in links:
+                if version:  # a channel that has been moved: edges arriving late replay from here
+                    self.history[channel].append((version, encoded))
+                for link in links or ():
                     link.enqueue(encoded)
         self.metrics.incr("messages.published", len(messages))
         return seqs
@@ -228,6 +255,51 @@ class ExchangeService:
         channel = "#" + request.match_info["channel"].lstrip("#")
         edges = sorted(link.url for link in self.subscribers.get(channel, ()))
         return web.json_response({"channel": channel, "edges": edges, "seq": self.seq.get(channel, 0)})
+
+    # ---- live moves between clusters
+    async def _on_move(self, request: web.Request) -> web.Response:
+        """This channel now belongs to another cluster's exchange (`to`)."""
+        body = await read_json(request)
+        try:
+            channel, version, to = str(body["channel"]), int(body["version"]), parse_url(str(body["to"]))
+            cluster = str(body["cluster"])
+        except (KeyError, ValueError):
+            return json_error(400, "bad_request", "expected {channel, cluster, version, to}")
+        current = self.moved.get(channel)
+        if current is None or current["version"] < version:
+            self.moved[channel] = {"cluster": cluster, "version": version, "to": to}
+            notice = self._moved_notice(channel)
+            # Queued behind everything already sequenced: an edge switching on it has
+            # received every message this exchange ordered for the channel.
+            for link in self.subscribers.get(channel, ()):
+                link.enqueue(notice)
+            self.metrics.incr("channels.moved")
+            log.info("channel_moved", channel=channel, cluster=cluster, version=version, to=to)
+        return web.json_response({"ok": True})
+
+    def _moved_notice(self, channel: str) -> bytes:
+        moved = self.moved[channel]
+        return json.dumps({"channel": channel, "command": "MOVED", "cluster": moved["cluster"],
+                           "version": moved["version"], "line": ""}).encode()
+
+    def _forward(self, moved: dict[str, Any], message: dict[str, Any]) -> None:
+        url = moved["to"]
+        batcher = self.peers.get(url)
+        if batcher is None:
+            client = InternalClient(f"exchange:{url}", url, self.settings.common.internal_token, self.metrics,
+                                    timeout=self.settings.common.http_timeout)
+
+            async def send(messages: list[dict[str, Any]]) -> list[int]:
+                return (await client.post("/v1/publish", {"messages": messages}, op="forward"))["seqs"]
+
+            batcher = self.peers[url] = Batcher(send)
+        batcher.submit(message).add_done_callback(self._forwarded)
+
+    def _forwarded(self, future: asyncio.Future[int]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self.metrics.incr("messages.forward_lost")
+        else:
+            self.metrics.incr("messages.forwarded")
 
     def _remember(self, channel: str, message: dict[str, Any]) -> None:
         recent = self.recent[channel]
