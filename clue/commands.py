@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -319,6 +320,43 @@ async def list_vips(commands: Commands, ctx: Context) -> Outcome:
     return Outcome("vips_success", {"list": ", ".join(sorted(ctx.state.vips))})
 
 
+async def whisper(commands: Commands, ctx: Context) -> Outcome:
+    """/w user text: a WHISPER to every connection of that user, on any edge."""
+    login = target_login(ctx, "usage_whisper")
+    if isinstance(login, Outcome):
+        return login
+    text = " ".join(ctx.args[1:])
+    if not text:
+        return refused("usage_whisper")
+    if login == ctx.identity.login:
+        return refused("whisper_invalid_self")
+    user_id = await commands.user_id(login)
+    if user_id is None:
+        return refused("whisper_invalid_login", user=login)
+    sender = ctx.identity
+    low, high = sorted((int(sender.user_id), int(user_id)))
+    tags = {
+        "badges": "",
+        "color": sender.color,
+        "display-name": sender.display_name,
+        "emotes": "",
+        "message-id": uuid.uuid4().hex,
+        "thread-id": f"{low}_{high}",
+        "turbo": "0",
+        "user-id": sender.user_id,
+        "user-type": "",
+    }
+    line = Message(source=twitch.user_source(sender.login), command="WHISPER", params=[login, text])
+    message = {"channel": whisper_channel(login), "command": "WHISPER", "tags": tags,
+               "line": line.serialize_without_tags(trailing=True), "origin": ""}
+    return Outcome(None, broadcasts=[message])
+
+
+def whisper_channel(login: str) -> str:
+    """The pseudo-channel every connection of `login` listens on for whispers."""
+    return f"@{login}"
+
+
 async def color(commands: Commands, ctx: Context) -> Outcome:
     if not ctx.args:
         return refused("usage_color")
@@ -356,6 +394,7 @@ COMMANDS: dict[str, tuple[Role, Handler]] = {
     "mods": (Role.VIEWER, list_mods),
     "vips": (Role.VIEWER, list_vips),
     "color": (Role.VIEWER, color),
+    "w": (Role.VIEWER, whisper),
 }
 # tmi.js sends the older names for unique chat.
 COMMANDS["r9kbeta"] = COMMANDS["uniquechat"]

@@ -103,7 +103,10 @@ class Exchanges:
         return send
 
     def owner(self, channel: str, cluster: str | None = None) -> str:
-        cluster = cluster or self._routes.cluster_for(channel)
+        if cluster is None:
+            # Whispers (`@login` pseudo-channels) travel in the group cluster where there is one.
+            whisper = channel.startswith("@") and "group" in self._rings
+            cluster = "group" if whisper else self._routes.cluster_for(channel)
         ring = self._rings.get(cluster)
         if ring is None:
             log.warning("unknown_cluster", cluster=cluster, channel=channel)

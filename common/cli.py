@@ -26,6 +26,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         redis_port=args.redis_port,
         cache_servers=cache_servers or None,
     )
+    if args.config:
+        try:
+            config = config_from_toml(Path(args.config), config)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"chatd up: {args.config}: {exc}", file=sys.stderr)
+            return 2
 
     async def run() -> int:
         cluster = LocalCluster(config)
@@ -39,13 +45,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"chatd up: {exc}", file=sys.stderr)
             return 1
         for address in cluster.redis_addresses:
-            print(f"redis     {address}", flush=True)
+            print(f"{'redis':<17} {address}", flush=True)
         for name, component in cluster.components.items():
             if name.startswith("redis"):
                 continue
             shown = "  ".join(component.addresses[key] for key in ("irc", "ws", "http") if key in component.addresses)
-            print(f"{name:<9} {shown}", flush=True)
-        print(f"logs      {cluster.log_dir}", flush=True)
+            print(f"{name:<17} {shown}", flush=True)
+        print(f"{'logs':<17} {cluster.log_dir}", flush=True)
         print("ready", flush=True)
         watch = asyncio.ensure_future(_first_exit(cluster))
         await asyncio.wait([watch, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
@@ -58,6 +64,33 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1 if crashed else 0
 
     return asyncio.run(run())
+
+
+def config_from_toml(path: Path, base):
+    """A cluster file (deploy/cluster.example.toml) over the command-line defaults."""
+    import dataclasses
+    import tomllib
+
+    data = tomllib.loads(path.read_text())
+    redis, edges, clusters = data.get("redis", {}), data.get("edges", {}), data.get("clusters", {})
+    main = clusters.get("main", {})
+    extra = {name: (int(c.get("clues", 1)), int(c.get("exchanges", 1))) for name, c in clusters.items()
+             if name != "main"}
+    for name in extra:
+        if not name.isalnum():
+            raise ValueError(f"cluster names are letters and digits, got {name!r}")
+    return dataclasses.replace(
+        base,
+        shards=int(redis.get("shards", base.shards)),
+        redis_port=int(redis.get("port", base.redis_port)),
+        edges=int(edges.get("count", base.edges)),
+        irc_port=int(edges.get("irc_port", base.irc_port)),
+        ws_port=int(edges.get("ws_port", base.ws_port)),
+        clues=int(main.get("clues", base.clues)),
+        exchanges=int(main.get("exchanges", base.exchanges)),
+        extra_clusters=extra,
+        env={str(k): str(v) for k, v in data.get("env", {}).items()},
+    )
 
 
 async def _first_exit(cluster) -> str:
@@ -136,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--ws-port", type=int, default=8080)
     up.add_argument("--redis-port", type=int, default=7000)
     up.add_argument("--data-dir", help="state, secret and logs (default .chatd, or $CHATD_DATA_DIR)")
+    up.add_argument("--config", help="a cluster file (TOML) describing clusters and process counts")
     up.set_defaults(handler=cmd_up)
 
     for name in ("edge", "clue", "exchange"):

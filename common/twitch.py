@@ -97,6 +97,9 @@ NOTICE_TEXTS: dict[str, str] = {
     "usage_color": 'Usage: "/color <color>" - Change your username color. Color must be in hex (#000000) or one of '
                    "the following: Blue, BlueViolet, CadetBlue, Chocolate, Coral, DodgerBlue, Firebrick, GoldenRod, "
                    "Green, HotPink, OrangeRed, Red, SeaGreen, SpringGreen, YellowGreen.",
+    "usage_whisper": 'Usage: "/w <username> <message>" - Whisper a message to another user.',
+    "whisper_invalid_self": "You cannot whisper to yourself.",
+    "whisper_invalid_login": "No user matching that username: {user}",
     "msg_join_ratelimit": "You are joining channels too quickly. Try again in a few seconds.",
 }
 

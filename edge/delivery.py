@@ -17,7 +17,7 @@ from edge.session import COMMANDS, MEMBERSHIP, TAGS
 
 # Twitch sends these only to connections that asked for twitch.tv/commands …
 COMMANDS_ONLY = frozenset(
-    {"CLEARCHAT", "CLEARMSG", "ROOMSTATE", "USERNOTICE", "USERSTATE", "NOTICE", "HOSTTARGET"}
+    {"CLEARCHAT", "CLEARMSG", "ROOMSTATE", "USERNOTICE", "USERSTATE", "NOTICE", "HOSTTARGET", "WHISPER"}
 )
 # … and other users' JOIN/PART only to those with twitch.tv/membership.
 MEMBERSHIP_ONLY = frozenset({"JOIN", "PART"})

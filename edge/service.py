@@ -112,6 +112,8 @@ class EdgeService:
         for channel in conn.session.channels:
             self._leave(conn, channel)
         conn.session.channels.clear()
+        if conn.session.identity is not None:
+            self._leave(conn, f"@{conn.session.identity.login}")
 
     async def _keep_alive(self) -> None:
         """PING silent clients, close those that stay silent or never register."""
@@ -186,6 +188,18 @@ class EdgeService:
             self.execute(conn, conn.session.login_failed())
             return
         self.metrics.incr("logins.ok")
+        # Every logged-in connection listens for whispers on its user's pseudo-channel.
+        assert self.clusters is not None
+        inbox = f"@{identity.login}"
+        subscribed = self.clusters.subscribe(inbox, self.clusters.whisper_cluster())
+        try:
+            await asyncio.wait_for(asyncio.shield(subscribed), SUBSCRIBE_WAIT)
+        except (TimeoutError, RemoteError):
+            log.warning("subscribe_pending", remote="exchange", channel=inbox)
+        if not conn.open:
+            self.clusters.unsubscribe(inbox)
+            return
+        self.hub.add(conn, inbox)
         self.execute(conn, conn.session.login_succeeded(identity))
 
     async def _join(self, conn: ClientConnection, channel: str) -> None:

@@ -347,6 +347,9 @@ class Clusters:
         cluster = self.route.setdefault(channel, cluster if cluster in self.subscriptions else "main")
         return self.subscriptions[cluster].subscribe(channel)
 
+    def whisper_cluster(self) -> str:
+        return "group" if "group" in self.subscriptions else "main"
+
     def unsubscribe(self, channel: str) -> None:
         cluster = self.route.get(channel)
         if cluster is not None and self.subscriptions[cluster].unsubscribe(channel):

@@ -252,7 +252,8 @@ class ExchangeService:
 
     async def _on_channel(self, request: web.Request) -> web.Response:
         """Which edges hold a channel, and how far its sequence has got."""
-        channel = "#" + request.match_info["channel"].lstrip("#")
+        name = request.match_info["channel"]
+        channel = name if name.startswith("@") else "#" + name.lstrip("#")  # `@login`: a whisper inbox
         edges = sorted(link.url for link in self.subscribers.get(channel, ()))
         return web.json_response({"channel": channel, "edges": edges, "seq": self.seq.get(channel, 0)})
 

@@ -187,3 +187,49 @@ def test_token_issue_refuses_a_bad_login(tmp_path):
     result = subprocess.run([CHATD, "token", "issue", "Not A Login"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2 and result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.asyncio
+async def test_chatd_up_runs_the_example_multi_cluster_file(tmp_path):
+    example = Path(__file__).resolve().parents[1] / "deploy" / "cluster.example.toml"
+    config = tmp_path / "cluster.toml"
+    # The shipped file on ports of our own choosing (0: any free port).
+    config.write_text(example.read_text().replace("= 7000", "= 0").replace("= 6667", "= 0").replace("= 8080", "= 0"))
+    process = await asyncio.create_subprocess_exec(
+        CHATD, "up", "--config", str(config), cwd=tmp_path, stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    try:
+        async def until_ready() -> None:
+            while line := (await process.stdout.readline()).decode():
+                output.append(line.rstrip())
+                if line.startswith("ready"):
+                    return
+            raise AssertionError(f"chatd up exited: {output}")
+
+        await asyncio.wait_for(until_ready(), 90)
+        names = [line.split()[0] for line in output]
+        for name in ("exchange-0", "exchange-1", "exchange-event-0", "exchange-group-0",
+                     "clue-0", "clue-1", "clue-event-0", "clue-group-0", "edge-0", "edge-1"):
+            assert name in names
+        assert len(children_of(process.pid)) == 3 + 4 + 4 + 2
+        ports = {line.split()[0]: int(line.split()[1].rsplit(":", 1)[1]) for line in output if line.startswith("edge-")}
+
+        route = await asyncio.create_subprocess_exec(CHATD, "route", "set", "#party", "event", cwd=tmp_path)
+        assert await asyncio.wait_for(route.wait(), 30) == 0
+        host = await IrcClient.tcp(ports["edge-0"], "host")
+        await host.register("host", token_from_cli(tmp_path, "host"))
+        await host.join("#party")
+        guest = await IrcClient.tcp(ports["edge-1"], "guest")
+        await guest.register("guest", token_from_cli(tmp_path, "guest"))
+        await guest.join("#party")
+        await host.send("PRIVMSG #party :over the event cluster")
+        await guest.expect_message("PRIVMSG", "over the event cluster")
+        await host.send("PRIVMSG #jtv :/w guest and a whisper through the group cluster")
+        await guest.expect_message("WHISPER", "and a whisper through the group cluster")
+        await host.close()
+        await guest.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0

@@ -102,3 +102,28 @@ async def test_live_move_under_steady_traffic_loses_and_repeats_nothing(tmp_path
             others = {t for t in wanted if not t.startswith(f"s{index} ")}
             assert set(await sender.wait_for_texts(others, channel)) >= others
         print(f"live move took {move_seconds * 1000:.0f} ms; {len(wanted)} messages, none lost or repeated")
+
+
+@pytest.mark.asyncio
+async def test_whispers_reach_every_connection_of_the_target_on_any_edge(tmp_path):
+    async with running_cluster(tmp_path, edges=2, extra_clusters={"group": (1, 1)}) as cluster:
+        alice = await cluster.client("alice", edge=0, channels=("#lobby",))
+        bob_desktop = await cluster.client("bob", edge=1)
+        bob_phone = await cluster.client("bob", edge=0)
+        carol = await cluster.client("carol", edge=1, channels=("#lobby",))
+        # Whispers travel through the group cluster's exchange.
+        assert len(await holders(cluster, "group", "@bob")) == 2
+
+        await alice.send("PRIVMSG #jtv :/w bob meet me at noon")
+        for connection in (bob_desktop, bob_phone):
+            whisper = await connection.expect_message("WHISPER", "meet me at noon")
+            assert whisper.source == "alice!alice@alice.tmi.twitch.tv" and whisper.params[0] == "bob"
+            assert whisper.tags["display-name"] == "alice" and whisper.tags["thread-id"]
+        await alice.send("PRIVMSG #lobby :/w carol psst")
+        await carol.expect_message("WHISPER", "psst")
+        assert not carol.received("PRIVMSG") and not alice.received("WHISPER")
+
+        await alice.send("PRIVMSG #lobby :/w nobody_here hello?")
+        assert "msg-id=whisper_invalid_login" in await alice.expect(r" NOTICE #lobby ")
+        await alice.send("PRIVMSG #lobby :/w alice me")
+        assert "msg-id=whisper_invalid_self" in await alice.expect(r" NOTICE #lobby ")
