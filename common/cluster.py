@@ -327,7 +327,9 @@ class LocalCluster:
                     with contextlib.suppress(ValueError):
                         event = json.loads(raw)
                         if event.get("event") == "listening":
-                            listening.set_result({k: v for k, v in event.items() if k in ("http", "irc", "ws")})
+                            listening.set_result(
+                                {k: v for k, v in event.items() if k in ("http", "irc", "ws", "ircs", "wss")}
+                            )
         if not listening.done():
             listening.set_result({})  # exited without ever listening
 

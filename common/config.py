@@ -115,6 +115,15 @@ class Env:
                 clusters[cluster] = self.urls(key)
         return clusters
 
+    def existing_file(self, name: str) -> str | None:
+        """An optional path that, when set, must name a readable file."""
+        value = self.environ.get(name, "").strip()
+        if not value:
+            return None
+        if not os.path.isfile(value) or not os.access(value, os.R_OK):
+            raise ConfigError(f"{name}: no readable file at {value!r}")
+        return value
+
     def parsed(self, name: str, default: str, parse):
         """A value turned into something else by `parse`, which raises ValueError."""
         return self._convert(name, self._raw(name, default), parse)

@@ -5,7 +5,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from common.config import CommonSettings, Env
+from common.config import CommonSettings, ConfigError, Env
 
 
 @dataclass
@@ -20,13 +20,18 @@ class EdgeSettings:
     exchange_urls: dict[str, list[str]]
     max_channels: int
     send_buffer: int
+    max_per_ip: int
+    tls_cert: str | None
+    tls_key: str | None
+    irc_tls_listen: tuple[str, int]
+    wss_listen: tuple[str, int]
     ping_interval: float
     registration_timeout: float
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> EdgeSettings:
         env = env or Env()
-        return cls(
+        settings = cls(
             common=CommonSettings(env),
             edge_id=env.str("EDGE_ID", f"{socket.gethostname()}-{os.getpid()}"),
             irc_listen=env.address("EDGE_IRC_LISTEN", "127.0.0.1:6667"),
@@ -38,7 +43,18 @@ class EdgeSettings:
             exchange_urls=env.cluster_urls("EXCHANGE_URLS"),
             max_channels=env.int("EDGE_MAX_CHANNELS", 1000, minimum=1),
             send_buffer=env.int("EDGE_SEND_BUFFER", 4 * 1024 * 1024, minimum=4096),
+            # 0: no limit — the right setting behind a proxy, where every client has its address.
+            max_per_ip=env.int("EDGE_MAX_CONNECTIONS_PER_IP", 0, minimum=0),
+            tls_cert=env.existing_file("EDGE_TLS_CERT"),
+            tls_key=env.existing_file("EDGE_TLS_KEY"),
+            irc_tls_listen=env.address("EDGE_IRC_TLS_LISTEN", "127.0.0.1:6697"),
+            wss_listen=env.address("EDGE_WSS_LISTEN", "127.0.0.1:8443"),
             # A silent client gets PING after this long and is closed after twice it.
             ping_interval=env.duration("EDGE_PING_INTERVAL", "60s"),
             registration_timeout=env.duration("EDGE_REGISTRATION_TIMEOUT", "10s"),
         )
+        if bool(settings.tls_cert) != bool(settings.tls_key):
+            raise ConfigError("EDGE_TLS_CERT and EDGE_TLS_KEY must be set together")
+        for cluster in settings.clue_urls.keys() ^ settings.exchange_urls.keys():
+            raise ConfigError(f"cluster {cluster!r} needs both CLUE_URLS and EXCHANGE_URLS settings")
+        return settings

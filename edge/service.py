@@ -4,7 +4,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import ssl
 import time
+from collections import Counter
 from typing import Any
 
 import structlog
@@ -46,6 +48,7 @@ class EdgeService:
         self.metrics = metrics
         self.hub = Hub()
         self.conns: dict[int, ClientConnection] = {}
+        self._per_ip: Counter[str] = Counter()
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._servers: list[asyncio.AbstractServer] = []
@@ -73,11 +76,19 @@ class EdgeService:
         self.clusters.start()
         self._keepalive = loop.create_task(self._keep_alive())
 
-        for kind, (host, port), factory in (
-            ("irc", self.settings.irc_listen, lambda: ClientConnection(self)),
-            ("ws", self.settings.ws_listen, lambda: WebSocketConnection(self)),
-        ):
-            server = await loop.create_server(factory, host, port, backlog=4096, reuse_address=True)
+        listeners = [
+            ("irc", self.settings.irc_listen, lambda: ClientConnection(self), None),
+            ("ws", self.settings.ws_listen, lambda: WebSocketConnection(self), None),
+        ]
+        if self.settings.tls_cert and self.settings.tls_key:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
+            listeners += [
+                ("ircs", self.settings.irc_tls_listen, lambda: ClientConnection(self), tls),
+                ("wss", self.settings.wss_listen, lambda: WebSocketConnection(self), tls),
+            ]
+        for kind, (host, port), factory, context in listeners:
+            server = await loop.create_server(factory, host, port, backlog=4096, reuse_address=True, ssl=context)
             self._servers.append(server)
             bound = server.sockets[0].getsockname()
             self.addresses[kind] = f"{kind}://{url_host(host)}:{bound[1]}"
@@ -103,11 +114,22 @@ class EdgeService:
         return next(self._ids)
 
     def connection_opened(self, conn: ClientConnection) -> None:
+        limit = self.settings.max_per_ip
+        if limit and self._per_ip[conn.peer] >= limit:
+            self.metrics.incr("connections.refused_per_ip")
+            conn.write(f":{self.settings.common.server_name} NOTICE * :Too many connections from your address\r\n".encode())
+            conn.close()
+            return
+        self._per_ip[conn.peer] += 1
         self.conns[conn.conn_id] = conn
         self.metrics.incr(f"connections.opened.{conn.kind}")
 
     def connection_closed(self, conn: ClientConnection) -> None:
-        self.conns.pop(conn.conn_id, None)
+        if self.conns.pop(conn.conn_id, None) is None:
+            return  # refused at the door: it never counted
+        self._per_ip[conn.peer] -= 1
+        if not self._per_ip[conn.peer]:
+            del self._per_ip[conn.peer]
         self.metrics.incr(f"connections.closed.{conn.kind}")
         for channel in conn.session.channels:
             self._leave(conn, channel)

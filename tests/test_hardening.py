@@ -4,9 +4,9 @@ from __future__ import annotations
 import aiohttp
 import pytest
 import pytest_asyncio
+from support import running_cluster
 
 from common.tokens import stable_id
-from support import running_cluster
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
