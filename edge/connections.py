@@ -77,6 +77,11 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
+    def abort(self) -> None:
+        """Drop the connection now: close() would wait for a reader that never comes."""
+        if self.transport is not None:
+            self.transport.abort()
+
 
 class WebSocketConnection(ClientConnection):
     kind = "ws"

@@ -155,9 +155,12 @@ class EdgeService:
                     conn.write(ping)
 
     def slow_consumer(self, conn: ClientConnection) -> None:
+        """A client that stopped reading: its send buffer is full, so it is cut off
+        (it cannot be told why: nothing more reaches it) and logged with the reason."""
         self.metrics.incr("connections.slow_consumer")
-        log.info("slow_consumer", conn=conn.conn_id, peer=conn.peer)
-        conn.close()
+        log.warning("disconnected", reason="send buffer full", conn=conn.conn_id, peer=conn.peer,
+                    limit=self.settings.send_buffer)
+        conn.abort()
 
     def handle_input(self, conn: ClientConnection, items: list[str | LineTooLong]) -> None:
         actions: list[Action] = []

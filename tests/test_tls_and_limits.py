@@ -7,7 +7,6 @@ import ssl
 import pytest
 import trustme
 import websockets
-
 from support import IrcClient, running_cluster
 
 

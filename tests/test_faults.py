@@ -1,0 +1,109 @@
+"""Faults with real processes: a client that stops reading, a Redis shard that dies."""
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+
+import aiohttp
+import pytest
+from support import running_cluster
+
+from common.ring import Ring
+
+
+async def edge_connections(cluster, edge: int = 0) -> int:
+    async with aiohttp.ClientSession() as http, http.get(
+        cluster.components[f"edge-{edge}"].addresses["http"] + "/health"
+    ) as response:
+        return (await response.json())["connections"]
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_stops_reading_is_cut_off_and_others_keep_their_rate(tmp_path):
+    env = {"EDGE_SEND_BUFFER": "65536", "RATE_LIMIT": "100000", "RATE_LIMIT_PRIVILEGED": "100000"}
+    async with running_cluster(tmp_path, edges=1, env=env) as cluster:
+        channel = "#firehose"
+        sender = await cluster.client("hoser", channels=(channel,))
+        reader = await cluster.client("keeper", channels=(channel,))
+
+        async def blast(count: int, tag: str) -> float:
+            """Send `count` long messages; the reading client's receive rate."""
+            before = len(reader.lines)
+            started = time.monotonic()
+            for first in range(0, count, 200):
+                await sender.send(*(f"PRIVMSG {channel} :{tag} {n} {'x' * 400}" for n in range(first, first + 200)))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while len(reader.lines) - before < count:  # counting lines: parsing 10,000 would dominate
+                assert loop.time() < deadline, f"{len(reader.lines) - before} of {count} arrived"
+                await asyncio.sleep(0.05)
+            return count / (time.monotonic() - started)
+
+        baseline = await blast(12000, "before")
+        # A client that joins, then never reads again, with a small receive buffer.
+        irc_port, _ = cluster.edge_addresses(0)
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", irc_port))
+        stuck.sendall(b"NICK justinfan999\r\nJOIN #firehose\r\n")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while await edge_connections(cluster) < 3:
+            assert loop.time() < deadline
+            await asyncio.sleep(0.05)
+
+        with_stuck = await blast(12000, "during")  # more than the kernel buffers (4 MB) can hide
+        deadline = loop.time() + 10
+        while await edge_connections(cluster) > 2:  # the stuck client was cut off
+            assert loop.time() < deadline, "the client that stopped reading is still connected"
+            await asyncio.sleep(0.05)
+        stuck.close()
+        print(f"delivery rate to a reading client: {baseline:.0f}/s alone, {with_stuck:.0f}/s beside a stuck one")
+        assert reader.lines[-1].endswith(f"during 11999 {'x' * 400}")
+
+
+@pytest.mark.asyncio
+async def test_a_dead_shard_refuses_only_its_users_fast_and_recovers(tmp_path):
+    env = {"CACHE_TIMEOUT": "100ms"}
+    async with running_cluster(tmp_path, edges=1, shards=3, env=env) as cluster:
+        channel = "#sturdy"
+        ring = Ring(cluster.redis_addresses)
+        dead = cluster.redis_addresses[1]
+        viewer = await cluster.client("sturdy_viewer", channels=(channel,))
+        victims = [f"victim{n}" for n in range(200) if ring.node_for(f"{{u:{_uid(f'victim{n}')}}}:rate") == dead][:1]
+        lucky = [f"lucky{n}" for n in range(200) if ring.node_for(f"{{u:{_uid(f'lucky{n}')}}}:rate") != dead][:1]
+        victim = await cluster.client(victims[0], channels=(channel,))
+        other = await cluster.client(lucky[0], channels=(channel,))
+        await victim.send(f"PRIVMSG {channel} :warm up")
+        await viewer.wait_for_texts({"warm up"}, channel)
+
+        cluster.kill("redis-1", signal.SIGKILL)
+        await cluster.components["redis-1"].process.wait()
+        started = time.monotonic()
+        await victim.send(f"PRIVMSG {channel} :while the shard is down")
+        refusal = await victim.expect(r" NOTICE #sturdy ")
+        waited = time.monotonic() - started
+        assert "msg-id=msg_service_unavailable" in refusal
+        assert waited < 1.0, f"the refusal took {waited:.2f}s"
+        await other.send(f"PRIVMSG {channel} :others are unaffected")
+        await viewer.wait_for_texts({"others are unaffected"}, channel)
+
+        await cluster.restart("redis-1")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        for n in range(1000):  # recovers by itself once the shard is back
+            await victim.send(f"PRIVMSG {channel} :back {n}")
+            line = await victim.expect(r";id=.* USERSTATE #sturdy$| NOTICE #sturdy ")
+            if " USERSTATE " in line:
+                break
+            assert loop.time() < deadline, "never recovered"
+            await asyncio.sleep(0.2)
+        print(f"refusal while the shard was down came after {waited * 1000:.0f} ms")
+
+
+def _uid(login: str) -> str:
+    from common.tokens import stable_id
+
+    return stable_id(login)
