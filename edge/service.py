@@ -49,6 +49,7 @@ class EdgeService:
         self.hub = Hub()
         self.conns: dict[int, ClientConnection] = {}
         self._per_ip: Counter[str] = Counter()
+        self.gaps = 0  # messages known missing from channels' sequences
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._servers: list[asyncio.AbstractServer] = []
@@ -318,10 +319,13 @@ class EdgeService:
                 log.info("channel_moved", channel=move["channel"], cluster=move["cluster"])
         self.metrics.incr("messages.delivered", delivered)
         if gaps:
+            self.gaps += gaps
             self.metrics.incr("sequence.gaps", gaps)
             log.warning("sequence_gap", remote="exchange", missing=gaps)
         return web.json_response({"ok": True, "delivered": delivered})
 
     async def _on_health(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "connections": len(self.conns), "channels": len(self.hub)})
+        return web.json_response(
+            {"ok": True, "connections": len(self.conns), "channels": len(self.hub), "sequence_gaps": self.gaps}
+        )
 

@@ -107,3 +107,35 @@ def _uid(login: str) -> str:
     from common.tokens import stable_id
 
     return stable_id(login)
+
+
+async def edge_health(cluster, edge: int) -> dict:
+    async with aiohttp.ClientSession() as http, http.get(
+        cluster.components[f"edge-{edge}"].addresses["http"] + "/health"
+    ) as response:
+        return await response.json()
+
+
+@pytest.mark.asyncio
+async def test_messages_an_edge_missed_are_detected_as_sequence_gaps(tmp_path):
+    # The exchange holds at most 100 messages for an edge that does not take them.
+    env = {"EXCHANGE_MAX_QUEUE": "100", "RATE_LIMIT": "1000", "HTTP_TIMEOUT": "5s"}
+    async with running_cluster(tmp_path, edges=2, env=env) as cluster:
+        channel = "#holes"
+        sender = await cluster.client("holey", edge=0, channels=(channel,))
+        frozen_viewer = await cluster.client("frozen", edge=1, channels=(channel,))
+        await sender.send(f"PRIVMSG {channel} :first")
+        await frozen_viewer.wait_for_texts({"first"}, channel)
+
+        cluster.kill("edge-1", signal.SIGSTOP)  # the edge hangs; its clients stay connected
+        try:
+            await sender.send(*(f"PRIVMSG {channel} :while frozen {n}" for n in range(300)))
+            while sum(" USERSTATE #holes" in line for line in sender.lines) < 301:
+                await sender.expect(r" USERSTATE #holes$")
+        finally:
+            cluster.kill("edge-1", signal.SIGCONT)
+        await sender.send(f"PRIVMSG {channel} :after")
+        texts = await frozen_viewer.wait_for_texts({"after"}, channel, timeout=15)
+        missing = 300 - sum(t.startswith("while frozen") for t in texts)
+        health = await edge_health(cluster, 1)
+        assert missing >= 100 and health["sequence_gaps"] == missing, (missing, health)
