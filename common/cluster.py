@@ -29,7 +29,7 @@ class ClusterError(Exception):
     """A component failed to start; the message says which and why."""
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -301,7 +301,7 @@ class LocalCluster:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=env,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         component = Component(name, process, log_path)
         self.components[name] = component

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -18,11 +19,11 @@ class NodeClient:
         self.events: list[dict] = []
 
     @classmethod
-    async def start(cls, script: str, *args: str) -> NodeClient:
+    async def start(cls, script: str, *args: str, env: dict[str, str] | None = None) -> NodeClient:
         node = shutil.which("node")
         assert node, "node is required for the client tests (see .ci/run)"
         process = await asyncio.create_subprocess_exec(
-            node, str(JS_DIR / script), *args, cwd=JS_DIR,
+            node, str(JS_DIR / script), *args, cwd=JS_DIR, env=os.environ | (env or {}),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )
         return cls(process)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import websockets
-
 from support import IrcClient, running_cluster
 
 VALID = [
@@ -92,8 +91,8 @@ async def test_edge_survives_fuzzing_and_other_clients_are_unaffected(tmp_path):
                 await asyncio.wait_for(big.recv(), 5)
         except websockets.ConnectionClosed as closed:
             assert closed.rcvd is not None and closed.rcvd.code == 1009  # message too big
-        handshake = (f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+        handshake = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
         await raw(ws_port, handshake + bytes(rng.randrange(256) for _ in range(5000)))
         await raw(ws_port, b"GET / HTTP/1.1\r\n" + b"X: " + b"y" * 100_000 + b"\r\n\r\n")
 

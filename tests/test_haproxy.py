@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 from support import IrcClient, running_cluster
 
-from common.cluster import _die_with_parent, free_port
+from common.cluster import die_with_parent, free_port
 
 HAPROXY = "/usr/sbin/haproxy"
 DEPLOY_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "haproxy.cfg"
@@ -97,7 +97,7 @@ async def running_haproxy(config_path: Path, log_path: Path):
         process = await asyncio.create_subprocess_exec(
             HAPROXY, "-f", str(config_path), "-db",
             stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
     try:
         yield process
@@ -217,3 +217,39 @@ def test_shipped_haproxy_config_passes_the_config_check():
     # Edges do not speak the PROXY protocol.
     directives = [line.split("#", 1)[0] for line in DEPLOY_CONFIG.read_text().splitlines()]
     assert not any("send-proxy" in line for line in directives)
+
+
+async def test_tmi_js_behind_haproxy_follows_reconnect_to_the_remaining_edge(tmp_path):
+    from test_clients import NodeClient
+
+    irc_port, ws_port, stats_port = free_port(), free_port(), free_port()
+    config_path, log_path = tmp_path / "haproxy.cfg", tmp_path / "haproxy.log"
+    async with running_cluster(tmp_path, edges=2) as cluster:
+        config_path.write_text(haproxy_config(cluster, 2, irc_port, ws_port, stats_port))
+        async with running_haproxy(config_path, log_path) as haproxy, aiohttp.ClientSession() as http:
+            await wait_for_port(ws_port, haproxy, log_path)
+            await wait_for_healthy_servers(http, stats_port, 4)
+            bot = await NodeClient.start("tmi_client.js", str(ws_port), "sturdybot", cluster.token("sturdybot"),
+                                         "#survive", env={"TMI_RECONNECT": "1"})
+            try:
+                await bot.expect(lambda e: e["event"] == "joined")
+                counts = await edge_connections(http, cluster, 2)
+                doomed = counts.index(1)
+                survivor = 1 - doomed
+                viewer = await cluster.client("stayer", edge=survivor, channels=("#survive",))
+
+                started = time.monotonic()
+                await cluster.stop_component(f"edge-{doomed}")  # graceful: RECONNECT, then close
+                await bot.expect(lambda e: e["event"] == "disconnected")
+                rejoined = len([e for e in bot.events if e["event"] == "joined"]) + 1
+                await bot.expect(lambda e: e["event"] == "joined"
+                                 and len([x for x in bot.events if x["event"] == "joined"]) >= rejoined, timeout=20)
+                recovery = time.monotonic() - started
+                await viewer.send("PRIVMSG #survive :welcome back")
+                got = await bot.expect(lambda e: e["event"] == "message" and e["message"] == "welcome back")
+                assert got["user"] == "stayer"
+                await bot.command("say thanks")
+                await viewer.expect_message("PRIVMSG", "thanks")
+                print(f"tmi.js was back in #survive {recovery * 1000:.0f} ms after its edge began to stop")
+            finally:
+                await bot.stop()

@@ -7,11 +7,13 @@ const tmi = require("tmi.js");
 const readline = require("readline");
 
 const [port, username, token, channel] = process.argv.slice(2);
+// TMI_RECONNECT=1: behave like a long-running bot that reconnects (on RECONNECT or a drop).
+const reconnect = process.env.TMI_RECONNECT === "1";
 const emit = (event) => process.stdout.write(JSON.stringify(event) + "\n");
 
 const client = new tmi.Client({
   options: { debug: false, skipUpdatingEmotesets: true },
-  connection: { server: "127.0.0.1", port: Number(port), secure: false, reconnect: false },
+  connection: { server: "127.0.0.1", port: Number(port), secure: false, reconnect, reconnectInterval: 200 },
   identity: { username, password: `oauth:${token}` },
   channels: [channel],
   logger: { info() {}, warn() {}, error() {} },
@@ -28,7 +30,11 @@ client.on("timeout", (chan, user, reason, duration) => emit({ event: "timeout", 
 client.on("ban", (chan, user) => emit({ event: "ban", channel: chan, user }));
 client.on("messagedeleted", (chan, user, message) => emit({ event: "messagedeleted", channel: chan, user, message }));
 client.on("slowmode", (chan, enabled, length) => emit({ event: "slowmode", channel: chan, enabled, length }));
-client.on("disconnected", (reason) => { emit({ event: "disconnected", reason }); process.exit(0); });
+client.on("disconnected", (reason) => {
+  emit({ event: "disconnected", reason });
+  if (!reconnect) process.exit(0);
+});
+client.on("reconnect", () => emit({ event: "reconnecting" }));
 
 readline.createInterface({ input: process.stdin }).on("line", (line) => {
   if (line.startsWith("say ")) client.say(channel, line.slice(4)).catch((err) => emit({ event: "error", error: String(err) }));
