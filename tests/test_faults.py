@@ -21,7 +21,7 @@ async def edge_connections(cluster, edge: int = 0) -> int:
 
 
 @pytest.mark.asyncio
-async def test_a_client_that_stops_reading_is_cut_off_and_others_keep_their_rate(tmp_path):
+async def test_a_client_that_stops_reading_is_cut_off_and_others_keep_their_rate(tmp_path, reliability):
     env = {"EDGE_SEND_BUFFER": "65536", "RATE_LIMIT": "100000", "RATE_LIMIT_PRIVILEGED": "100000"}
     async with running_cluster(tmp_path, edges=1, env=env) as cluster:
         channel = "#firehose"
@@ -61,11 +61,15 @@ async def test_a_client_that_stops_reading_is_cut_off_and_others_keep_their_rate
             await asyncio.sleep(0.05)
         stuck.close()
         print(f"delivery rate to a reading client: {baseline:.0f}/s alone, {with_stuck:.0f}/s beside a stuck one")
+        reliability("A client stops reading", "it is cut off once its send buffer (EDGE_SEND_BUFFER, 64 KiB in "
+                    "the test) is full; everyone else keeps chatting",
+                    f"other clients' rate: {baseline:.0f}/s without it, {with_stuck:.0f}/s beside it",
+                    "0 for clients that read")
         assert reader.lines[-1].endswith(f"during 11999 {'x' * 400}")
 
 
 @pytest.mark.asyncio
-async def test_a_dead_shard_refuses_only_its_users_fast_and_recovers(tmp_path):
+async def test_a_dead_shard_refuses_only_its_users_fast_and_recovers(tmp_path, reliability):
     env = {"CACHE_TIMEOUT": "100ms"}
     async with running_cluster(tmp_path, edges=1, shards=3, env=env) as cluster:
         channel = "#sturdy"
@@ -91,6 +95,7 @@ async def test_a_dead_shard_refuses_only_its_users_fast_and_recovers(tmp_path):
         await viewer.wait_for_texts({"others are unaffected"}, channel)
 
         await cluster.restart("redis-1")
+        restarted = time.monotonic()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 15
         for n in range(1000):  # recovers by itself once the shard is back
@@ -101,6 +106,11 @@ async def test_a_dead_shard_refuses_only_its_users_fast_and_recovers(tmp_path):
             assert loop.time() < deadline, "never recovered"
             await asyncio.sleep(0.2)
         print(f"refusal while the shard was down came after {waited * 1000:.0f} ms")
+        reliability("A Redis shard dies (SIGKILL), then restarts",
+                    f"users whose keys live there get msg_service_unavailable {waited * 1000:.0f} ms after sending "
+                    "(CACHE_TIMEOUT 100 ms, fail closed); users on other shards chat on",
+                    f"accepted again {time.monotonic() - restarted:.1f} s after the shard was back (AOF kept its data)",
+                    "0: refused messages are told, none accepted is dropped")
 
 
 def _uid(login: str) -> str:
@@ -117,7 +127,7 @@ async def edge_health(cluster, edge: int) -> dict:
 
 
 @pytest.mark.asyncio
-async def test_messages_an_edge_missed_are_detected_as_sequence_gaps(tmp_path):
+async def test_messages_an_edge_missed_are_detected_as_sequence_gaps(tmp_path, reliability):
     # The exchange holds at most 100 messages for an edge that does not take them.
     env = {"EXCHANGE_MAX_QUEUE": "100", "RATE_LIMIT": "1000", "HTTP_TIMEOUT": "5s"}
     async with running_cluster(tmp_path, edges=2, env=env) as cluster:
@@ -139,3 +149,7 @@ async def test_messages_an_edge_missed_are_detected_as_sequence_gaps(tmp_path):
         missing = 300 - sum(t.startswith("while frozen") for t in texts)
         health = await edge_health(cluster, 1)
         assert missing >= 100 and health["sequence_gaps"] == missing, (missing, health)
+        reliability("An edge freezes (SIGSTOP) while 300 messages go by; the exchange holds 100 for it",
+                    "its clients stay connected and miss what overflowed; the edge counts the hole "
+                    "(`edge.sequence.gaps`, `/health`)", "delivery resumes at SIGCONT",
+                    f"{missing} dropped by the exchange (`exchange.deliver.dropped`), all {missing} detected")

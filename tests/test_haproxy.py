@@ -219,7 +219,7 @@ def test_shipped_haproxy_config_passes_the_config_check():
     assert not any("send-proxy" in line for line in directives)
 
 
-async def test_tmi_js_behind_haproxy_follows_reconnect_to_the_remaining_edge(tmp_path):
+async def test_tmi_js_behind_haproxy_follows_reconnect_to_the_remaining_edge(tmp_path, reliability):
     from test_clients import NodeClient
 
     irc_port, ws_port, stats_port = free_port(), free_port(), free_port()
@@ -251,5 +251,9 @@ async def test_tmi_js_behind_haproxy_follows_reconnect_to_the_remaining_edge(tmp
                 await bot.command("say thanks")
                 await viewer.expect_message("PRIVMSG", "thanks")
                 print(f"tmi.js was back in #survive {recovery * 1000:.0f} ms after its edge began to stop")
+                reliability("An edge is stopped gracefully (SIGTERM) behind HAProxy",
+                            "`RECONNECT`; tmi.js reconnects through HAProxy to the other edge and rejoins",
+                            f"tmi.js back in its channel {recovery * 1000:.0f} ms after the stop began",
+                            "none for clients that stayed connected; the reconnecting bot misses that window")
             finally:
                 await bot.stop()

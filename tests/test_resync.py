@@ -25,7 +25,7 @@ async def chat_until_delivered(sender: IrcClient, receiver: IrcClient, channel: 
 
 
 @pytest.mark.asyncio
-async def test_edges_resubscribe_after_the_exchange_restarts(tmp_path):
+async def test_edges_resubscribe_after_the_exchange_restarts(tmp_path, reliability):
     # A high limit: probes go out every half second until delivery resumes.
     async with running_cluster(tmp_path, edges=2, env={"RATE_LIMIT": "500"}) as cluster:
         alice = await cluster.client("alice", edge=0, channels=("#resync",))
@@ -38,6 +38,10 @@ async def test_edges_resubscribe_after_the_exchange_restarts(tmp_path):
 
         recovery = await chat_until_delivered(alice, bob, "#resync")
         assert recovery < 15
+        reliability("The exchange dies (SIGKILL) and restarts",
+                    "messages sent while it is down are refused with msg_service_unavailable; then chat resumes",
+                    f"delivery again {recovery:.1f} s after the restart (edges re-subscribe on the new boot id)",
+                    "0 accepted")
         await bob.send("PRIVMSG #resync :and back")
         await alice.expect_message("PRIVMSG", "and back")
 
@@ -94,7 +98,7 @@ async def test_edge_subscribes_on_first_join_and_unsubscribes_on_last_part_or_di
 
 
 @pytest.mark.asyncio
-async def test_edge_pings_silent_clients_and_closes_those_that_stay_silent(tmp_path):
+async def test_edge_pings_silent_clients_and_closes_those_that_stay_silent(tmp_path, reliability):
     env = {"EDGE_PING_INTERVAL": "1s", "EDGE_REGISTRATION_TIMEOUT": "2s"}
     async with running_cluster(tmp_path, edges=1, env=env) as cluster:
         lively = await cluster.client("lively", channels=("#alive",))
@@ -114,6 +118,10 @@ async def test_edge_pings_silent_clients_and_closes_those_that_stay_silent(tmp_p
         await lively.expect(r"^PING :tmi\.twitch\.tv$", timeout=5)
         await lively.send("PONG :tmi.twitch.tv")
         await lively.ping_roundtrip()
+        reliability("A client never registers, or stops answering PING",
+                    "`NOTICE * :Registration timed out` / `Ping timeout`, then the connection closes",
+                    "EDGE_REGISTRATION_TIMEOUT (10 s) / twice EDGE_PING_INTERVAL (60 s); 2 s and 1 s in the test",
+                    "0")
 
 
 @pytest.mark.asyncio

@@ -3,6 +3,7 @@ fail over to a healthy clue."""
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 from support import running_cluster
@@ -32,7 +33,7 @@ async def test_messages_flow_across_every_edge_clue_exchange_pairing(tmp_path):
 
 
 @pytest.mark.asyncio
-async def test_edges_fail_over_when_a_clue_dies(tmp_path):
+async def test_edges_fail_over_when_a_clue_dies(tmp_path, reliability):
     async with running_cluster(tmp_path, edges=1, clues=2) as cluster:
         ring = Ring(cluster.clue_urls)
         doomed_url = cluster.clue_urls[0]
@@ -45,7 +46,11 @@ async def test_edges_fail_over_when_a_clue_dies(tmp_path):
         cluster.kill("clue-0", signal.SIGKILL)
         await cluster.components["clue-0"].process.wait()
         await client.send("PRIVMSG #failover :after the clue died")
+        started = time.monotonic()
         await viewer.wait_for_texts({"after the clue died"}, "#failover")
+        reliability("A clue dies (SIGKILL)", "nothing: its users' messages go to the next clue",
+                    f"the next message, delivered {(time.monotonic() - started) * 1000:.0f} ms later",
+                    "0")
         # New logins and joins work too.
         late = await cluster.client("latecomer", channels=("#failover",))
         await late.send("PRIVMSG #failover :hello from a new login")

@@ -49,7 +49,7 @@ async def test_irc_over_tls_and_wss(tmp_path):
 
 
 @pytest.mark.asyncio
-async def test_connections_per_address_are_limited(tmp_path):
+async def test_connections_per_address_are_limited(tmp_path, reliability):
     async with running_cluster(tmp_path, edges=1, env={"EDGE_MAX_CONNECTIONS_PER_IP": "2"}) as cluster:
         irc_port, ws_port = cluster.edge_addresses(0)
         first = await IrcClient.tcp(irc_port, "first")
@@ -75,3 +75,6 @@ async def test_connections_per_address_are_limited(tmp_path):
             assert loop.time() < deadline, "the freed slot was never given back"
         for client in (second, third, fourth):
             await client.close()
+        reliability("Too many connections from one address (EDGE_MAX_CONNECTIONS_PER_IP)",
+                    "`NOTICE * :Too many connections from your address`, then close",
+                    "a slot is usable again as soon as a connection closes", "0")
