@@ -7,10 +7,10 @@ from collections import Counter
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 from support import running_cluster
 
 from common.ring import Ring
+from loadtest.bench import commandstats
 
 # Commands the per-message check script runs inside Redis (INFO counts them too).
 SCRIPT_COMMANDS = {"evalsha", "get", "pttl", "time", "hmget", "zremrangebyscore", "zcard", "zadd", "pexpire", "hset",
@@ -72,17 +72,8 @@ async def test_changes_through_one_clue_hold_in_the_other_within_a_second(tmp_pa
         assert await refused_within(client, channel, "msg_banned", 1.0) < 1.0
 
 
-async def commandstats(addresses: list[str]) -> dict[str, Counter]:
-    stats = {}
-    for address in addresses:
-        host, port = address.split(":")
-        client = aioredis.Redis(host=host, port=int(port))
-        try:
-            info = await client.info("commandstats")
-        finally:
-            await client.aclose()
-        stats[address] = Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()})
-    return stats
+async def commandstats_all(addresses: list[str]) -> dict[str, Counter]:
+    return {address: await commandstats(address) for address in addresses}
 
 
 @pytest.mark.asyncio
@@ -94,10 +85,10 @@ async def test_an_ordinary_privmsg_costs_one_redis_round_trip(tmp_path):
         await viewer.expect_message("PRIVMSG", "warm the cache")
         await sender.expect(r";id=.* USERSTATE #cost$")
 
-        before = await commandstats(cluster.redis_addresses)
+        before = await commandstats_all(cluster.redis_addresses)
         await sender.send("PRIVMSG #cost :an ordinary message")
         await viewer.expect_message("PRIVMSG", "an ordinary message")
-        after = await commandstats(cluster.redis_addresses)
+        after = await commandstats_all(cluster.redis_addresses)
 
         changed = {address: after[address] - before[address] for address in before}
         for counts in changed.values():
