@@ -11,6 +11,7 @@ Benchmark messages look like `PRIVMSG #chan :b <channel-seq> <send-time-ns>`.
 """
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import random
@@ -49,8 +50,8 @@ class Stats:
     reached_at: float = 0.0
 
 
-class Member(asyncio.Protocol):
-    """One client connection; the subclass decides how bytes arrive."""
+class Member(asyncio.Protocol, metaclass=abc.ABCMeta):
+    """One client connection; the subclass decides how bytes arrive and leave."""
 
     def __init__(self, fleet: Fleet, index: int, channel: str, probe: bool) -> None:
         self.fleet = fleet
@@ -121,8 +122,8 @@ class Member(asyncio.Protocol):
             stats.gaps += seq - previous - 1
         self._last_seq[stream] = seq
 
-    def send(self, data: bytes) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def send(self, data: bytes) -> None: ...
 
     def close(self) -> None:
         if self.transport is not None:

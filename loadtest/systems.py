@@ -1,6 +1,7 @@
 """The systems a benchmark runs side by side: chatd, ngircd and the raw ceiling."""
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import shutil
@@ -50,15 +51,19 @@ async def wait_for_port(port: int, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
-class System:
+class System(abc.ABC):
     name = ""
     dialect = "irc"
 
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
+    # Nothing to start or stop for a system the harness does not run (ExternalChatd).
+    async def start(self) -> None:  # noqa: B027
+        return None
 
-    def irc_port(self, edge: int = 0) -> int:
-        raise NotImplementedError
+    async def stop(self) -> None:  # noqa: B027
+        return None
+
+    @abc.abstractmethod
+    def irc_port(self, edge: int = 0) -> int: ...
 
     def sender_registration(self, nick: str) -> list[str]:
         return [f"NICK {nick}", f"USER {nick} 0 * :{nick}"]

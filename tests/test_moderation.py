@@ -261,7 +261,6 @@ async def test_http_moderation_api(cluster):
             state = await r.json()
             assert state["mods"] == ["desk_mod"] and state["broadcaster"] == "desk"
             assert state["room_state"]["slow"] == "0"
-    await asyncio.sleep(0)
 
 
 async def test_joins_and_logins_are_limited_to_20_per_10s_per_user(cluster):
