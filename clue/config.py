@@ -21,6 +21,7 @@ class ClueSettings:
     rate_limit: int
     rate_limit_privileged: int
     rate_window: float
+    join_limit: int
     emotes: dict[str, str]
 
     @classmethod
@@ -42,5 +43,7 @@ class ClueSettings:
             # ... and 100 for the broadcaster, moderators and VIPs.
             rate_limit_privileged=env.int("RATE_LIMIT_PRIVILEGED", 100, minimum=1),
             rate_window=env.duration("RATE_WINDOW", "30s"),
+            # JOINs and logins per user per 10 s (Twitch: 20).
+            join_limit=env.int("JOIN_RATE_LIMIT", 20, minimum=1),
             emotes=env.parsed("EMOTES", DEFAULT_EMOTES, parse_emote_set),
         )

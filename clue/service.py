@@ -68,7 +68,6 @@ def early_verdict(state: ChannelState, identity: Identity, role: Role, only_emot
     return ""
 
 
-JOIN_LOGIN_LIMIT = 20
 JOIN_LOGIN_WINDOW_MS = 10_000
 
 # HTTP status of a refused API command by its msg-id (anything else is 400).
@@ -242,13 +241,13 @@ class ClueService:
         })
 
     async def _over_limit(self, user_id: str, what: str) -> bool:
-        """Twitch allows 20 logins and 20 JOINs per user per 10 s (a fixed window
-        on the user's shard: one round trip)."""
+        """Twitch allows 20 logins and 20 JOINs per user per 10 s (JOIN_RATE_LIMIT;
+        a fixed window on the user's shard: one round trip)."""
         key = user_key(user_id, what)
         _, count = await pipeline_call(
             self.shards.for_key(key), what, [("SET", key, 0, "PX", JOIN_LOGIN_WINDOW_MS, "NX"), ("INCR", key)]
         )
-        return int(count) > JOIN_LOGIN_LIMIT
+        return int(count) > self.settings.join_limit
 
     async def _on_messages(self, request: web.Request) -> web.Response:
         body = await read_json(request)

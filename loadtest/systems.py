@@ -14,7 +14,7 @@ from common.cluster import ClusterConfig, LocalCluster, free_port
 from common.tokens import issue_token
 
 # Benchmarks measure throughput, not Twitch's per-user limits.
-BENCH_ENV = {"RATE_LIMIT": "100000000", "RATE_WINDOW": "1s"}
+BENCH_ENV = {"RATE_LIMIT": "100000000", "RATE_WINDOW": "1s", "JOIN_RATE_LIMIT": "100000"}
 
 NGIRCD_CONF = """\
 [Global]
@@ -176,6 +176,8 @@ class Sender:
             line = await asyncio.wait_for(self.reader.readline(), 30)
             if not line:
                 raise RuntimeError(f"{self.system.name} closed the sender: registration failed")
+            if b"msg_join_ratelimit" in line:
+                raise RuntimeError("the server refused the sender's JOINs: raise JOIN_RATE_LIMIT (and RATE_LIMIT)")
             if b" 366 " in line:
                 joined += 1
         self._drain_task = asyncio.get_running_loop().create_task(self._discard())
