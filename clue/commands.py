@@ -154,6 +154,17 @@ def now_ms() -> str:
     return str(int(time.time() * 1000))
 
 
+async def target_user(commands: Commands, ctx: Context, usage: str) -> tuple[str, str] | Outcome:
+    """The command's target as (login, user id), or the refusal to answer with."""
+    login = target_login(ctx, usage)
+    if isinstance(login, Outcome):
+        return login
+    user_id = await commands.user_id(login)
+    if user_id is None:
+        return refused("invalid_user", user=login)
+    return login, user_id
+
+
 def target_login(ctx: Context, usage: str) -> str | Outcome:
     if not ctx.args:
         return refused(usage)
@@ -198,9 +209,10 @@ async def _ban_or_timeout(commands: Commands, ctx: Context, seconds: int | None)
         return refused(f"bad_{kind}_broadcaster")
     if login in ctx.state.mods and ctx.role < Role.BROADCASTER:
         return refused(f"bad_{kind}_mod", user=login)
-    user_id = await commands.user_id(login)
-    if user_id is None:
-        return refused("invalid_user", user=login)
+    target = await target_user(commands, ctx, f"usage_{kind}")
+    if isinstance(target, Outcome):
+        return target
+    login, user_id = target
     if seconds is None and await commands.ban_ttl(ctx.channel, user_id) == -1:
         return refused("already_banned", user=login)
     await commands.set_ban(ctx, login, user_id, seconds)
@@ -210,12 +222,10 @@ async def _ban_or_timeout(commands: Commands, ctx: Context, seconds: int | None)
 
 
 async def unban(commands: Commands, ctx: Context) -> Outcome:
-    login = target_login(ctx, "usage_unban")
-    if isinstance(login, Outcome):
-        return login
-    user_id = await commands.user_id(login)
-    if user_id is None:
-        return refused("invalid_user", user=login)
+    target = await target_user(commands, ctx, "usage_unban")
+    if isinstance(target, Outcome):
+        return target
+    login, user_id = target
     if await commands.ban_ttl(ctx.channel, user_id) == -2:
         return refused("bad_unban_no_ban", user=login)
     await commands.lift_ban(ctx, login, user_id)
@@ -223,12 +233,10 @@ async def unban(commands: Commands, ctx: Context) -> Outcome:
 
 
 async def untimeout(commands: Commands, ctx: Context) -> Outcome:
-    login = target_login(ctx, "usage_untimeout")
-    if isinstance(login, Outcome):
-        return login
-    user_id = await commands.user_id(login)
-    if user_id is None:
-        return refused("invalid_user", user=login)
+    target = await target_user(commands, ctx, "usage_untimeout")
+    if isinstance(target, Outcome):
+        return target
+    login, user_id = target
     ttl = await commands.ban_ttl(ctx.channel, user_id)
     if ttl == -2:
         return refused("untimeout_no_timeout", user=login)
@@ -297,10 +305,10 @@ def roles(kind: str, *, grant: bool) -> Handler:
         if not grant and login not in members:
             return refused("bad_unmod_mod" if kind == "mod" else "bad_unvip_grantee_not_vip", user=login)
         if grant:
-            user_id = await commands.user_id(login)
-            if user_id is None:
-                return refused("invalid_user", user=login)
-            if await commands.ban_ttl(ctx.channel, user_id) == -1:
+            target = await target_user(commands, ctx, f"usage_{kind}")
+            if isinstance(target, Outcome):
+                return target
+            if await commands.ban_ttl(ctx.channel, target[1]) == -1:
                 return refused("bad_mod_banned" if kind == "mod" else "bad_vip_grantee_banned", user=login)
         await commands.channels.update_members(ctx.channel, set_name, login, add=grant)
         return Outcome(f"{'' if grant else 'un'}{kind}_success", {"user": login})
@@ -347,14 +355,9 @@ async def whisper(commands: Commands, ctx: Context) -> Outcome:
         "user-type": "",
     }
     line = Message(source=twitch.user_source(sender.login), command="WHISPER", params=[login, text])
-    message = {"channel": whisper_channel(login), "command": "WHISPER", "tags": tags,
+    message = {"channel": twitch.whisper_inbox(login), "command": "WHISPER", "tags": tags,
                "line": line.serialize_without_tags(trailing=True), "origin": ""}
     return Outcome(None, broadcasts=[message])
-
-
-def whisper_channel(login: str) -> str:
-    """The pseudo-channel every connection of `login` listens on for whispers."""
-    return f"@{login}"
 
 
 async def color(commands: Commands, ctx: Context) -> Outcome:

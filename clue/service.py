@@ -53,10 +53,6 @@ class Pending:
     command: bool
 
 
-def is_command(text: str) -> bool:
-    return len(text) > 1 and text[0] in "/." and text[1].isalpha()
-
-
 def early_verdict(state: ChannelState, identity: Identity, role: Role, only_emotes: bool) -> str:
     """Refusals decided from cached channel state; the check script reports them
     after bans and timeouts, keeping Twitch's order."""
@@ -104,7 +100,7 @@ class Exchanges:
     def owner(self, channel: str, cluster: str | None = None) -> str:
         if cluster is None:
             # Whispers (`@login` pseudo-channels) travel in the group cluster where there is one.
-            whisper = channel.startswith("@") and "group" in self._rings
+            whisper = channel.startswith(twitch.WHISPER_PREFIX) and "group" in self._rings
             cluster = "group" if whisper else self._routes.cluster_for(channel)
         ring = self._rings.get(cluster)
         if ring is None:
@@ -292,7 +288,7 @@ class ClueService:
         state = await self._api_state(request)
         body = await read_json(request)
         text = str(body.get("command", "")).strip()
-        if not is_command(text):
+        if not twitch.is_command(text):
             return json_error(400, "bad_command", 'expected {"command": "/name args"}')
         answer = await self._run_command(identity, state, text)
         status = 200 if answer["ok"] else API_STATUS.get(answer.get("msg_id", ""), 400)
@@ -367,9 +363,9 @@ class ClueService:
         except ShardUnavailable:
             raise Rejected("msg_service_unavailable") from None
         role = role_of(identity.login, state)
-        command = is_command(text)
-        if command and text[1:].split(" ", 1)[0].lower() == "me":
-            text = f"\x01ACTION {text.partition(' ')[2]}\x01"  # /me is a CTCP ACTION, not a command
+        command = twitch.is_command(text)
+        if twitch.is_action(text):
+            text = f"\x01ACTION {text.partition(' ')[2]}\x01"
             command = False
         emotes, only_emotes = emotes_tag(text, self.settings.emotes)
         check = Check(

@@ -135,3 +135,22 @@ def is_valid_channel(name: str) -> bool:
 
 def is_anonymous_nick(nick: str) -> bool:
     return bool(ANONYMOUS_RE.match(nick))
+
+
+def is_command(text: str) -> bool:
+    """`/ban user` or `.ban user`: a chat command rather than chat."""
+    return len(text) > 1 and text[0] in "/." and text[1].isalpha()
+
+
+def is_action(text: str) -> bool:
+    """`/me waves`: sent as a command, delivered as chat (a CTCP ACTION)."""
+    return is_command(text) and text[1:].split(" ", 1)[0].lower() == "me"
+
+
+# Whispers to a user travel on this pseudo-channel, which every one of the user's
+# connections listens on; `#` never starts it, so it cannot clash with a channel.
+WHISPER_PREFIX = "@"
+
+
+def whisper_inbox(login: str) -> str:
+    return f"{WHISPER_PREFIX}{login}"

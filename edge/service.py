@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from common import twitch
 from common.internal_http import InternalServer, RemoteError, json_error, url_host
 from common.irc import LineTooLong
 from common.metrics import Metrics
@@ -136,7 +137,7 @@ class EdgeService:
             self._leave(conn, channel)
         conn.session.channels.clear()
         if conn.session.identity is not None:
-            self._leave(conn, f"@{conn.session.identity.login}")
+            self._leave(conn, twitch.whisper_inbox(conn.session.identity.login))
 
     async def _keep_alive(self) -> None:
         """PING silent clients, close those that stay silent or never register."""
@@ -216,12 +217,8 @@ class EdgeService:
         self.metrics.incr("logins.ok")
         # Every logged-in connection listens for whispers on its user's pseudo-channel.
         assert self.clusters is not None
-        inbox = f"@{identity.login}"
-        subscribed = self.clusters.subscribe(inbox, self.clusters.whisper_cluster())
-        try:
-            await asyncio.wait_for(asyncio.shield(subscribed), SUBSCRIBE_WAIT)
-        except (TimeoutError, RemoteError):
-            log.warning("subscribe_pending", remote="exchange", channel=inbox)
+        inbox = twitch.whisper_inbox(identity.login)
+        await self._subscribe(inbox, self.clusters.whisper_cluster())
         if not conn.open:
             self.clusters.unsubscribe(inbox)
             return
@@ -239,11 +236,7 @@ class EdgeService:
         if not state.get("ok", True):
             self.execute(conn, conn.session.join_failed(channel, state.get("msg_id", "msg_join_failed")))
             return
-        subscribed = clusters.subscribe(channel, state.get("cluster", "main"))
-        try:
-            await asyncio.wait_for(asyncio.shield(subscribed), SUBSCRIBE_WAIT)
-        except (TimeoutError, RemoteError):
-            log.warning("subscribe_pending", remote="exchange", channel=channel)
+        await self._subscribe(channel, state.get("cluster", "main"))
         if not conn.open or channel not in conn.session.joining:
             clusters.unsubscribe(channel)
             return
@@ -251,6 +244,15 @@ class EdgeService:
         self.execute(conn, conn.session.join_succeeded(channel, state["room_state"], state["user_state"]))
         self.hub.add(conn, channel)
         self.metrics.incr("joins")
+
+    async def _subscribe(self, channel: str, cluster: str) -> None:
+        """Count a local user of `channel` and wait (a bounded while) until the
+        exchange confirms; if it does not, the heartbeat re-sync catches up."""
+        assert self.clusters is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self.clusters.subscribe(channel, cluster)), SUBSCRIBE_WAIT)
+        except (TimeoutError, RemoteError):
+            log.warning("subscribe_pending", remote="exchange", channel=channel)
 
     def _leave(self, conn: ClientConnection, channel: str) -> None:
         members = self.hub.members(channel)

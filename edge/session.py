@@ -293,8 +293,8 @@ class Session:
             return [self._numeric("401", target, "No such nick/channel")]
         # Commands may name a channel the user is not in (tmi.js sends /color
         # to #tmijs); chat may not.
-        is_command = len(text) > 1 and text[0] in "/." and text[1].isalpha() and not text[1:].lower().startswith("me ")
-        if channel not in self.channels and not (is_command and twitch.is_valid_channel(channel)):
+        command = twitch.is_command(text) and not twitch.is_action(text)
+        if channel not in self.channels and not (command and twitch.is_valid_channel(channel)):
             return [self._numeric("442", channel, "You're not on that channel")]
         if self.anonymous:
             return [self._notice_id(channel, "msg_login_required")]

@@ -156,7 +156,6 @@ class ExchangeLink:
         self._wakeup = asyncio.Event()
         self._boot: str | None = None
         self._task: asyncio.Task[None] | None = None
-        self.resyncs = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -271,7 +270,6 @@ class ExchangeLink:
             return
         if self._boot is not None:
             log.info("resubscribed", remote="exchange", url=self.url, channels=len(self.wanted))
-        self.resyncs += 1
         self._note_boot(answer)
 
     def _note_boot(self, answer: dict[str, Any]) -> None:

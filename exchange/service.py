@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from common import twitch
 from common.batch import Batcher
 from common.config import parse_url
 from common.internal_http import (
@@ -253,7 +254,7 @@ class ExchangeService:
     async def _on_channel(self, request: web.Request) -> web.Response:
         """Which edges hold a channel, and how far its sequence has got."""
         name = request.match_info["channel"]
-        channel = name if name.startswith("@") else "#" + name.lstrip("#")  # `@login`: a whisper inbox
+        channel = name if name.startswith(twitch.WHISPER_PREFIX) else "#" + name.lstrip("#")
         edges = sorted(link.url for link in self.subscribers.get(channel, ()))
         return web.json_response({"channel": channel, "edges": edges, "seq": self.seq.get(channel, 0)})
 
