@@ -110,10 +110,17 @@ class InternalClient:
     async def post(self, path: str, payload: dict | bytes, op: str) -> dict[str, Any]:
         """POST JSON (or pre-encoded JSON bytes) and return the decoded JSON answer."""
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        return await self._request("POST", path, body, op)
+
+    async def get(self, path: str, op: str) -> dict[str, Any]:
+        """GET a JSON answer (health checks)."""
+        return await self._request("GET", path, None, op)
+
+    async def _request(self, method: str, path: str, body: bytes | None, op: str) -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            async with self._session.post(
-                self.base_url + path, data=body, headers=self._headers
+            async with self._session.request(
+                method, self.base_url + path, data=body, headers=self._headers
             ) as response:
                 text = await response.text()
                 if response.status >= 400:
@@ -129,24 +136,6 @@ class InternalClient:
             reason = type(exc).__name__
             self._failed(op, reason, started, detail=str(exc)[:200])
             raise RemoteError(self.remote, op, reason, refused=isinstance(exc, aiohttp.ClientConnectorError)) from None
-        self._metrics.timing(f"http.{self.metric_name}.{op}", (time.perf_counter() - started) * 1000)
-        return answer
-
-    async def get(self, path: str, op: str) -> dict[str, Any]:
-        """GET a JSON answer (health checks and lookups)."""
-        started = time.perf_counter()
-        try:
-            async with self._session.get(self.base_url + path, headers=self._headers) as response:
-                if response.status >= 400:
-                    raise RemoteError(self.remote, op, f"HTTP {response.status}")
-                answer = await response.json()
-        except RemoteError:
-            raise
-        except TimeoutError:
-            raise RemoteError(self.remote, op, "timeout") from None
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            raise RemoteError(self.remote, op, type(exc).__name__,
-                              refused=isinstance(exc, aiohttp.ClientConnectorError)) from None
         self._metrics.timing(f"http.{self.metric_name}.{op}", (time.perf_counter() - started) * 1000)
         return answer
 

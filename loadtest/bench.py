@@ -256,7 +256,10 @@ async def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
         async with aiohttp.ClientSession() as session:
             await asyncio.gather(*(driver(session, w) for w in range(args.concurrency)))
         elapsed = loop.time() - started
-        await asyncio.sleep(1.5)  # one statsd flush
+        # Clue's counters reach statsd once a second: wait for this run's to arrive.
+        deadline = loop.time() + 5
+        while counter.samples["chatd.clue.messages.accepted"] < accepted and loop.time() < deadline:
+            await asyncio.sleep(0.05)
         after = {a: await commandstats(a) for a in cluster.redis_addresses}
         calls = {a: after[a] - before[a] for a in before}
         commands = {a: sum(c.values()) for a, c in calls.items()}
