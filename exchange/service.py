@@ -107,7 +107,7 @@ class ExchangeService:
         self.recent: defaultdict[str, OrderedDict[str, dict[str, Any]]] = defaultdict(OrderedDict)
         # Channels moved to another cluster: {cluster, version, to}; later messages are forwarded.
         self.moved: dict[str, dict[str, Any]] = {}
-        self.peers: dict[str, Batcher] = {}
+        self.peers: dict[str, tuple[Batcher, InternalClient]] = {}  # forwarding, per new owner
         # Encoded messages of channels that have moved, for edges that subscribe after a move.
         self.history: defaultdict[str, deque[tuple[int, bytes]]] = defaultdict(
             lambda: deque(maxlen=RECENT_PER_CHANNEL)
@@ -136,6 +136,9 @@ class ExchangeService:
         await self.server.stop()
         for link in list(self.edges.values()):
             await link.close()
+        for batcher, client in self.peers.values():
+            await batcher.close()
+            await client.close()
 
     # ---- subscriptions
     def _link(self, url: str) -> EdgeLink:
@@ -286,16 +289,15 @@ class ExchangeService:
 
     def _forward(self, moved: dict[str, Any], message: dict[str, Any]) -> None:
         url = moved["to"]
-        batcher = self.peers.get(url)
-        if batcher is None:
+        if url not in self.peers:
             client = InternalClient(f"exchange:{url}", url, self.settings.common.internal_token, self.metrics,
                                     timeout=self.settings.common.http_timeout)
 
             async def send(messages: list[dict[str, Any]]) -> list[int]:
                 return (await client.post("/v1/publish", {"messages": messages}, op="forward"))["seqs"]
 
-            batcher = self.peers[url] = Batcher(send)
-        batcher.submit(message).add_done_callback(self._forwarded)
+            self.peers[url] = (Batcher(send), client)
+        self.peers[url][0].submit(message).add_done_callback(self._forwarded)
 
     def _forwarded(self, future: asyncio.Future[int]) -> None:
         if not future.cancelled() and future.exception() is not None:
