@@ -35,7 +35,7 @@ from locust.env import Environment
 from locust.runners import MasterRunner
 from locust.stats import CSV_STATS_INTERVAL_SEC
 
-from common.cluster import load_or_create_secret
+from chatd.cluster import load_or_create_secret
 from common.irc import IRCParseError, Message, parse
 from common.tokens import issue_token
 

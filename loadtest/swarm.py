@@ -18,7 +18,7 @@ import random
 import sys
 from pathlib import Path
 
-from common.cluster import load_or_create_secret
+from chatd.cluster import load_or_create_secret
 from loadtest.fleet import FleetConfig, FleetGroup
 from loadtest.systems import ExternalChatd, Sender
 from loadtest.traffic import drive, zipf_sizes

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.cluster import ClusterConfig, LocalCluster, free_port
+from chatd.cluster import ClusterConfig, LocalCluster, free_port
 from common.tokens import issue_token
 
 # Benchmarks measure throughput, not Twitch's per-user limits.

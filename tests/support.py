@@ -9,7 +9,7 @@ from pathlib import Path
 
 import websockets
 
-from common.cluster import ClusterConfig, LocalCluster
+from chatd.cluster import ClusterConfig, LocalCluster
 from common.irc import Message, parse
 from common.tokens import issue_token
 

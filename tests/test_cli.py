@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from support import IrcClient
 
-from common.cluster import free_port
+from chatd.cluster import free_port
 from common.irc import parse
 
 CHATD = str(Path(sys.executable).parent / "chatd")

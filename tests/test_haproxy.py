@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 from support import IrcClient, running_cluster
 
-from common.cluster import die_with_parent, free_port
+from chatd.cluster import die_with_parent, free_port
 
 HAPROXY = "/usr/sbin/haproxy"
 DEPLOY_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "haproxy.cfg"

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from support import running_cluster
 
-from common.cluster import free_port
+from chatd.cluster import free_port
 from common.irc import parse
 
 CHATD = str(Path(sys.executable).parent / "chatd")

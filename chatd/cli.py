@@ -14,7 +14,7 @@ def _data_dir(value: str | None) -> Path:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from common.cluster import ClusterConfig, ClusterError, LocalCluster
+    from chatd.cluster import ClusterConfig, ClusterError, LocalCluster
 
     cache_servers = [s.strip() for s in os.environ.get("CACHE_SERVERS", "").split(",") if s.strip()]
     config = ClusterConfig(
@@ -100,7 +100,7 @@ async def _first_exit(cluster) -> str:
 
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
-    from common.cluster import load_or_create_secret
+    from chatd.cluster import load_or_create_secret
     from common.tokens import issue_token
 
     secret = load_or_create_secret(_data_dir(args.data_dir))
@@ -122,22 +122,10 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
 
 
 def cmd_service(args: argparse.Namespace) -> int:
-    from common.service_runner import run_service
+    # The same entry point `python -m edge` (and clue, exchange) runs.
+    import importlib
 
-    if args.command == "edge":
-        from edge.config import EdgeSettings
-        from edge.service import EdgeService
-
-        return run_service("edge", EdgeSettings.from_env, EdgeService)
-    if args.command == "clue":
-        from clue.config import ClueSettings
-        from clue.service import ClueService
-
-        return run_service("clue", ClueSettings.from_env, ClueService)
-    from exchange.config import ExchangeSettings
-    from exchange.service import ExchangeService
-
-    return run_service("exchange", ExchangeSettings.from_env, ExchangeService)
+    return importlib.import_module(f"{args.command}.__main__").main()
 
 
 def cmd_route(args: argparse.Namespace) -> int:
@@ -153,9 +141,10 @@ def cmd_reshard(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from loadtest.bench import run
+    # Benchmark code loads only for `chatd bench`, which parses its own options.
+    from loadtest.bench import main as bench_main
 
-    return run(args)
+    return bench_main(args.bench_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,7 +167,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     from clue.reshard import add_arguments as reshard_arguments
     from clue.routes import add_arguments as route_arguments
-    from loadtest.bench import build_parser as bench_parser
 
     route = sub.add_parser("route", help="the channel → cluster routing table: list | get CHANNEL | set CHANNEL CLUSTER")
     route_arguments(route)
@@ -188,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     reshard_arguments(reshard)
     reshard.set_defaults(handler=cmd_reshard)
 
-    bench = sub.add_parser("bench", help="side-by-side benchmarks (fanout, e2e, ingest, memory, keepalive)")
-    bench_parser(bench)
+    bench = sub.add_parser("bench", add_help=False,
+                           help="side-by-side benchmarks (`chatd bench --help` lists the scenarios)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(handler=cmd_bench)
 
     token = sub.add_parser("token", help="bearer tokens")
@@ -207,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # every option after `bench` is the benchmark's own
+        return cmd_bench(argparse.Namespace(bench_args=argv[1:]))
     args = build_parser().parse_args(argv)
     for value, name in ((getattr(args, "edges", 1), "--edges"), (getattr(args, "shards", 1), "--shards")):
         if value < 1:

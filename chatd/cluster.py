@@ -290,7 +290,7 @@ class LocalCluster:
             urls.append(url)
 
     async def _service(self, name: str, kind: str, env: dict[str, str]) -> Component:
-        argv = [sys.executable, "-m", "common.cli", kind]
+        argv = [sys.executable, "-m", kind]
         return await self._spawn(name, argv, env, wait_for_listening=True)
 
     async def _spawn(self, name: str, argv: list[str], env: dict[str, str], wait_for_listening: bool) -> Component:

@@ -1,0 +1,16 @@
+"""`python -m clue`: one clue process, configured by the environment (what `chatd clue` runs)."""
+from __future__ import annotations
+
+import sys
+
+from common.service_runner import run_service
+from clue.config import ClueSettings
+from clue.service import ClueService
+
+
+def main() -> int:
+    return run_service("clue", ClueSettings.from_env, ClueService)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
