@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -25,6 +26,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         ws_port=args.ws_port,
         redis_port=args.redis_port,
         cache_servers=cache_servers or None,
+        supervise=True,
     )
     if args.config:
         try:
@@ -32,6 +34,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"chatd up: {args.config}: {exc}", file=sys.stderr)
             return 2
+
+    _log_supervision_to_stderr()
 
     async def run() -> int:
         cluster = LocalCluster(config)
@@ -53,17 +57,21 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"{name:<17} {shown}", flush=True)
         print(f"{'logs':<17} {cluster.log_dir}", flush=True)
         print("ready", flush=True)
-        watch = asyncio.ensure_future(_first_exit(cluster))
-        await asyncio.wait([watch, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-        crashed = watch.done()
-        if crashed:
-            print(f"chatd up: {watch.result()} exited; stopping the cluster", file=sys.stderr)
-        watch.cancel()
+        await stop.wait()  # meanwhile the cluster restarts whatever exits, and logs it
         await cluster.stop()
         print("stopped", flush=True)
-        return 1 if crashed else 0
+        return 0
 
     return asyncio.run(run())
+
+
+def _log_supervision_to_stderr() -> None:
+    """The cluster's exit and restart lines, one each, as `chatd up: edge-0 exited (...)` on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("chatd up: %(message)s"))
+    cluster_log = logging.getLogger("chatd.cluster")
+    cluster_log.addHandler(handler)
+    cluster_log.setLevel(logging.INFO)
 
 
 def config_from_toml(path: Path, base):
@@ -91,12 +99,6 @@ def config_from_toml(path: Path, base):
         extra_clusters=extra,
         env={str(k): str(v) for k, v in data.get("env", {}).items()},
     )
-
-
-async def _first_exit(cluster) -> str:
-    waits = {asyncio.ensure_future(c.process.wait()): name for name, c in cluster.components.items()}
-    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    return waits[next(iter(done))]
 
 
 def cmd_token_issue(args: argparse.Namespace) -> int:

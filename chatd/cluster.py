@@ -2,7 +2,8 @@
 
 `chatd up` and the test suite both use this, so the suite exercises exactly
 the processes a user runs. Every child gets PR_SET_PDEATHSIG, so even a
-killed launcher leaves no process behind.
+killed launcher leaves no process behind. With `supervise` on (what `chatd up`
+does), chatd/supervisor.py starts a component that exits unasked again.
 """
 from __future__ import annotations
 
@@ -16,13 +17,21 @@ import signal
 import socket
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from chatd.supervisor import Supervisor
+
 STOP_GRACE = 5.0
 START_TIMEOUT = 20.0
+
+# The setting behind each address an edge reports in its `listening` line.
+EDGE_LISTEN = {"irc": "EDGE_IRC_LISTEN", "ws": "EDGE_WS_LISTEN", "http": "EDGE_HTTP_LISTEN",
+               "ircs": "EDGE_IRC_TLS_LISTEN", "wss": "EDGE_WSS_LISTEN"}
+
 
 
 class ClusterError(Exception):
@@ -66,8 +75,10 @@ class Component:
     name: str
     process: asyncio.subprocess.Process
     log_path: Path
+    log_start: int = 0  # where this run's output begins in the log, which all runs append to
     addresses: dict[str, str] = field(default_factory=dict)
     pump: asyncio.Task[None] | None = None
+    stopping: bool = False  # the cluster asked it to stop: not an exit to restart
 
     @property
     def running(self) -> bool:
@@ -88,6 +99,8 @@ class ClusterConfig:
     # More clusters beside `main`: name → (clue processes, exchange processes).
     extra_clusters: dict[str, tuple[int, int]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)  # extra environment for services
+    # Restart components that exit unasked (`chatd up`); off, whoever holds the cluster does it.
+    supervise: bool = False
 
 
 class LocalCluster:
@@ -104,6 +117,8 @@ class LocalCluster:
         self.cluster_clue_urls: dict[str, list[str]] = {"main": []}
         self.exchange_urls = self.cluster_exchange_urls["main"]
         self.clue_urls = self.cluster_clue_urls["main"]
+        self.edge_listen: dict[int, dict[str, str]] = {}  # index → the EDGE_*_LISTEN it bound, for restarts
+        self.supervisor = Supervisor(self)
 
     # ---- whole cluster
     async def start(self) -> None:
@@ -131,8 +146,13 @@ class LocalCluster:
         except BaseException:
             await self.stop()
             raise
+        if self.config.supervise:
+            self.supervisor.start()
 
     async def stop(self) -> None:
+        # Supervision ends first: nothing restarts while the cluster goes down, and a component it
+        # was starting is already in `components`, so it stops with the rest.
+        await self.supervisor.stop()
         # Edges first so clients are told before the pipeline behind them goes.
         order = sorted(self.components.values(), key=lambda c: ("edge", "clue", "exchange", "redis").index(c.name.split("-")[0]))
         for component in order:
@@ -233,9 +253,6 @@ class LocalCluster:
     async def start_edge(self, index: int) -> Component:
         irc = self.config.irc_port + index if self.config.irc_port else 0
         ws = self.config.ws_port + index if self.config.ws_port else 0
-        previous = self.components.get(f"edge-{index}")
-        if previous is not None and previous.addresses:  # restarted: same client ports
-            irc, ws = self.edge_addresses(index)
         env = self.base_env() | {
             "EDGE_ID": f"edge-{index}",
             "EDGE_IRC_LISTEN": f"127.0.0.1:{irc}",
@@ -243,11 +260,16 @@ class LocalCluster:
             "EDGE_HTTP_LISTEN": "127.0.0.1:0",
         } | self._cluster_env("CLUE_URLS", self.cluster_clue_urls) | self._cluster_env(
             "EXCHANGE_URLS", self.cluster_exchange_urls
-        )
-        return await self._service(f"edge-{index}", "edge", env)
+        ) | self.edge_listen.get(index, {})  # restarted: the ports it had, so clients and exchange find it
+        component = await self._service(f"edge-{index}", "edge", env)
+        self.edge_listen[index] = {
+            EDGE_LISTEN[kind]: url.split("://", 1)[1] for kind, url in component.addresses.items()
+            if kind in EDGE_LISTEN and not (kind == "http" and env.get("EDGE_ADVERTISED_URL"))
+        }
+        return component
 
     async def restart(self, name: str) -> Component:
-        """Start a stopped component again (same index, same Redis port)."""
+        """Start a stopped component again: same index, same ports."""
         kind, *cluster, index = name.split("-")
         if kind == "redis":
             host, port = self.redis_addresses[int(index)].rsplit(":", 1)
@@ -265,6 +287,7 @@ class LocalCluster:
         component = self.components.get(name)
         if component is None:
             return
+        component.stopping = True
         if component.running:
             component.process.send_signal(signal.SIGTERM)
             try:
@@ -275,6 +298,17 @@ class LocalCluster:
         if component.pump is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(component.pump, 2)
+
+    @property
+    def restarts(self) -> Counter[str]:
+        """How often supervision brought each component back."""
+        return self.supervisor.restarts
+
+    async def wait_restarted(self, name: str, count: int = 1) -> Component:
+        """Wait until supervision has brought `name` back `count` times in all; it is then running.
+
+        Waits for ever: give it a deadline (`asyncio.wait_for`)."""
+        return await self.supervisor.wait_restarted(name, count)
 
     def edge_addresses(self, index: int) -> tuple[int, int]:
         """(IRC port, WebSocket port) of edge `index`."""
@@ -295,6 +329,7 @@ class LocalCluster:
 
     async def _spawn(self, name: str, argv: list[str], env: dict[str, str], wait_for_listening: bool) -> Component:
         log_path = self.log_dir / f"{name}.log"
+        log_start = log_path.stat().st_size if log_path.exists() else 0
         process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -303,7 +338,7 @@ class LocalCluster:
             env=env,
             preexec_fn=die_with_parent,
         )
-        component = Component(name, process, log_path)
+        component = Component(name, process, log_path, log_start)
         self.components[name] = component
         listening: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
         component.pump = asyncio.get_running_loop().create_task(self._pump(component, listening))
@@ -336,7 +371,10 @@ class LocalCluster:
     @staticmethod
     def _tail(component: Component, lines: int = 5) -> str:
         try:
-            text = component.log_path.read_text(errors="replace").strip().splitlines()
+            with open(component.log_path, "rb") as log_file:
+                log_file.seek(component.log_start)
+                text = log_file.read().decode(errors="replace").strip().splitlines()
         except OSError:
             return "no output"
         return " | ".join(text[-lines:]) or "no output"
+
