@@ -16,10 +16,11 @@ from enum import IntEnum
 from typing import Any
 
 from clue.channels import ChannelCache, ChannelState
-from clue.shards import ShardSet, channel_key, pipeline_call, user_key
-from common import twitch
-from common.irc import Message
-from common.tokens import LOGIN_RE, Identity
+from clue.shards import ShardSet, pipeline_call, user_key
+from common import twitch, wire
+from common.irc import Message, serialize_tags
+from common.tokens import LOGIN_RE
+from common.wire import Event, Identity, LookupReply
 
 MAX_TIMEOUT = 14 * 24 * 3600
 DEFAULT_TIMEOUT = 600
@@ -54,15 +55,14 @@ class Outcome:
     msg_id: str | None
     fill: dict[str, Any] = field(default_factory=dict)
     ok: bool = True
-    broadcasts: list[dict[str, Any]] = field(default_factory=list)
+    broadcasts: list[Event] = field(default_factory=list)
 
-    def answer(self, channel: str) -> dict[str, Any]:
+    def answer(self, channel: str) -> wire.Outcome:
         """The result an edge (or the HTTP API) gets back."""
-        result: dict[str, Any] = {"ok": self.ok}
-        if self.msg_id:
-            result["msg_id"] = self.msg_id
-            result["text"] = twitch.notice_text(self.msg_id, channel=channel, **self.fill)
-        return result
+        if not self.msg_id:
+            return wire.Outcome(ok=self.ok)
+        text = twitch.notice_text(self.msg_id, channel=channel, **self.fill)
+        return wire.Outcome(ok=self.ok, msg_id=self.msg_id, text=text)
 
 
 def refused(msg_id: str, **fill: Any) -> Outcome:
@@ -85,11 +85,12 @@ Handler = Callable[["Commands", Context], Awaitable[Outcome]]
 
 
 class Commands:
-    def __init__(self, shards: ShardSet, channels: ChannelCache, server_name: str, lookup_message) -> None:
+    def __init__(self, shards: ShardSet, channels: ChannelCache, server_name: str,
+                 lookup_message: Callable[[str, str], Awaitable[LookupReply | None]]) -> None:
         self.shards = shards
         self.channels = channels
         self.server = server_name
-        # (channel, message id) → {"login", "text", "sent_ms"} or None, from the exchange.
+        # (channel, message id) → the message's sender, text and time, or None; from the exchange.
         self.lookup_message = lookup_message
 
     async def run(self, identity: Identity, state: ChannelState, text: str) -> Outcome:
@@ -104,12 +105,12 @@ class Commands:
         return await handler(self, Context(identity, state, role, args))
 
     # ---- shared pieces
-    def broadcast(self, state: ChannelState, command: str, tags: dict[str, str], params: list[str]) -> dict[str, Any]:
+    def broadcast(self, state: ChannelState, command: str, tags: dict[str, str], params: list[str]) -> Event:
         message = Message(source=self.server, command=command, params=[state.name, *params])
         line = message.serialize_without_tags(trailing=bool(params))
-        return {"channel": state.name, "command": command, "tags": tags, "line": line, "origin": ""}
+        return Event(channel=state.name, command=command, line=line, tags=serialize_tags(tags), sent_ms=now_ms())
 
-    def room_notice(self, state: ChannelState, msg_id: str, **fill: Any) -> dict[str, Any]:
+    def room_notice(self, state: ChannelState, msg_id: str, **fill: Any) -> Event:
         text = twitch.notice_text(msg_id, channel=state.name, **fill)
         return self.broadcast(state, "NOTICE", {"msg-id": msg_id}, [text])
 
@@ -126,21 +127,17 @@ class Commands:
         [ttl] = await pipeline_call(self.shards.for_key(key), "ban_ttl", [("PTTL", key)])
         return int(ttl)
 
-    async def set_ban(self, ctx: Context, login: str, user_id: str, seconds: int | None) -> None:
+    async def set_ban(self, ctx: Context, user_id: str, seconds: int | None) -> None:
         key = user_key(user_id, f"ban:{ctx.channel}")
         command = ("SET", key, "1") if seconds is None else ("SET", key, "1", "PX", seconds * 1000)
         await pipeline_call(self.shards.for_key(key), "ban", [command])
-        bans = channel_key(ctx.channel, "bans")
-        await pipeline_call(self.shards.for_key(bans), "ban_index", [("SADD", bans, login)])
 
-    async def lift_ban(self, ctx: Context, login: str, user_id: str) -> None:
+    async def lift_ban(self, ctx: Context, user_id: str) -> None:
         key = user_key(user_id, f"ban:{ctx.channel}")
         await pipeline_call(self.shards.for_key(key), "unban", [("DEL", key)])
-        bans = channel_key(ctx.channel, "bans")
-        await pipeline_call(self.shards.for_key(bans), "ban_index", [("SREM", bans, login)])
 
-    def clearchat(self, ctx: Context, login: str, user_id: str, seconds: int | None) -> dict[str, Any]:
-        tags = {"room-id": ctx.state.room_id, "target-user-id": user_id, "tmi-sent-ts": now_ms()}
+    def clearchat(self, ctx: Context, login: str, user_id: str, seconds: int | None) -> Event:
+        tags = {"room-id": ctx.state.room_id, "target-user-id": user_id, "tmi-sent-ts": str(now_ms())}
         if seconds is not None:
             tags = {"ban-duration": str(seconds), **tags}
         return self.broadcast(ctx.state, "CLEARCHAT", tags, [login])
@@ -150,8 +147,8 @@ def login_key(login: str) -> str:
     return f"{{n:{login}}}:id"
 
 
-def now_ms() -> str:
-    return str(int(time.time() * 1000))
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 async def target_user(commands: Commands, ctx: Context, usage: str) -> tuple[str, str] | Outcome:
@@ -215,7 +212,7 @@ async def _ban_or_timeout(commands: Commands, ctx: Context, seconds: int | None)
     login, user_id = target
     if seconds is None and await commands.ban_ttl(ctx.channel, user_id) == -1:
         return refused("already_banned", user=login)
-    await commands.set_ban(ctx, login, user_id, seconds)
+    await commands.set_ban(ctx, user_id, seconds)
     outcome = Outcome(f"{kind}_success", {"user": login, "seconds": seconds or ""})
     outcome.broadcasts.append(commands.clearchat(ctx, login, user_id, seconds))
     return outcome
@@ -228,7 +225,7 @@ async def unban(commands: Commands, ctx: Context) -> Outcome:
     login, user_id = target
     if await commands.ban_ttl(ctx.channel, user_id) == -2:
         return refused("bad_unban_no_ban", user=login)
-    await commands.lift_ban(ctx, login, user_id)
+    await commands.lift_ban(ctx, user_id)
     return Outcome("unban_success", {"user": login})
 
 
@@ -242,12 +239,12 @@ async def untimeout(commands: Commands, ctx: Context) -> Outcome:
         return refused("untimeout_no_timeout", user=login)
     if ttl == -1:
         return refused("untimeout_banned", user=login)
-    await commands.lift_ban(ctx, login, user_id)
+    await commands.lift_ban(ctx, user_id)
     return Outcome("untimeout_success", {"user": login})
 
 
 async def clear(commands: Commands, ctx: Context) -> Outcome:
-    tags = {"room-id": ctx.state.room_id, "tmi-sent-ts": now_ms()}
+    tags = {"room-id": ctx.state.room_id, "tmi-sent-ts": str(now_ms())}
     return Outcome(None, broadcasts=[commands.broadcast(ctx.state, "CLEARCHAT", tags, [])])
 
 
@@ -257,14 +254,14 @@ async def delete(commands: Commands, ctx: Context) -> Outcome:
     message = await commands.lookup_message(ctx.channel, ctx.args[0])
     if message is None:
         return refused("bad_delete_message_error")
-    login = message["login"]
+    login = message.login
     if login == ctx.state.owner:
         return refused("bad_delete_message_broadcaster")
     if login in ctx.state.mods and ctx.role < Role.BROADCASTER:
         return refused("bad_delete_message_mod", user=login)
-    tags = {"login": login, "room-id": ctx.state.room_id, "target-msg-id": ctx.args[0], "tmi-sent-ts": now_ms()}
+    tags = {"login": login, "room-id": ctx.state.room_id, "target-msg-id": ctx.args[0], "tmi-sent-ts": str(now_ms())}
     outcome = Outcome("delete_message_success", {"user": login})
-    outcome.broadcasts.append(commands.broadcast(ctx.state, "CLEARMSG", tags, [message["text"]]))
+    outcome.broadcasts.append(commands.broadcast(ctx.state, "CLEARMSG", tags, [message.text]))
     return outcome
 
 
@@ -355,8 +352,9 @@ async def whisper(commands: Commands, ctx: Context) -> Outcome:
         "user-type": "",
     }
     line = Message(source=twitch.user_source(sender.login), command="WHISPER", params=[login, text])
-    message = {"channel": twitch.whisper_inbox(login), "command": "WHISPER", "tags": tags,
-               "line": line.serialize_without_tags(trailing=True), "origin": ""}
+    message = Event(channel=twitch.whisper_inbox(login), command="WHISPER", tags=serialize_tags(tags),
+                    line=line.serialize_without_tags(trailing=True), id=tags["message-id"], login=sender.login,
+                    text=text, sent_ms=now_ms())
     return Outcome(None, broadcasts=[message])
 
 

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as redis
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from common.metrics import Metrics
@@ -24,9 +25,11 @@ T = TypeVar("T")
 class ShardUnavailable(Exception):
     """A shard did not answer within CACHE_TIMEOUT or refused the call."""
 
-    def __init__(self, shard: str, op: str, reason: str) -> None:
+    def __init__(self, shard: str, op: str, reason: str, refused: bool = False) -> None:
         super().__init__(f"redis {shard} {op}: {reason}")
         self.shard = shard
+        # The connection was refused: the shard never saw the call.
+        self.refused = refused
 
 
 class Shard:
@@ -39,8 +42,9 @@ class Shard:
             host=host,
             port=port,
             max_connections=max_conns,
-            timeout=timeout,
-            socket_timeout=timeout,
+            timeout=timeout,  # waiting for a free connection
+            # Reads are bounded per call by `call()`, which may allow a check longer than CACHE_TIMEOUT.
+            socket_timeout=None,
             socket_connect_timeout=timeout,
             health_check_interval=30,
         )
@@ -50,17 +54,19 @@ class Shard:
         self.pubsub_client = redis.Redis(host=host, port=port, socket_connect_timeout=timeout)
         metrics.gauge_from(f"redis.{self.metric_name}.pool_in_use", lambda: len(self.pool._in_use_connections))
 
-    async def call(self, op: str, work: Callable[[redis.Redis], Awaitable[T]]) -> T:
+    async def call(self, op: str, work: Callable[[redis.Redis], Awaitable[T]], timeout: float | None = None) -> T:
+        """Run `work` on a pooled connection, bounded by CACHE_TIMEOUT (or `timeout`)."""
         started = time.perf_counter()
         try:
-            result = await asyncio.wait_for(work(self.client), self.timeout)
+            result = await asyncio.wait_for(work(self.client), timeout or self.timeout)
         except (TimeoutError, RedisError, OSError) as exc:
             reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
             after_ms = round((time.perf_counter() - started) * 1000)
             self._metrics.incr(f"redis.{self.metric_name}.{op}.failed")
             log.warning(reason if reason == "timeout" else "redis_failed", remote="redis",
                         shard=self.address, op=op, after_ms=after_ms, detail=str(exc)[:200])
-            raise ShardUnavailable(self.address, op, reason) from None
+            refused = isinstance(exc, (RedisConnectionError, OSError)) and "refused" in str(exc).lower()
+            raise ShardUnavailable(self.address, op, reason, refused=refused) from None
         self._metrics.timing(f"redis.{self.metric_name}.{op}", (time.perf_counter() - started) * 1000)
         return result
 
@@ -95,7 +101,8 @@ def channel_key(channel: str, suffix: str) -> str:
     return f"{{c:{channel}}}:{suffix}"
 
 
-async def pipeline_call(shard: Shard, op: str, commands: list[tuple[Any, ...]]) -> list[Any]:
+async def pipeline_call(shard: Shard, op: str, commands: list[tuple[Any, ...]], timeout: float | None = None
+                        ) -> list[Any]:
     """Send several commands to one shard in one round trip; errors come back as values."""
 
     async def work(client: redis.Redis) -> list[Any]:
@@ -104,4 +111,4 @@ async def pipeline_call(shard: Shard, op: str, commands: list[tuple[Any, ...]]) 
             pipe.execute_command(*command)
         return await pipe.execute(raise_on_error=False)
 
-    return await shard.call(op, work)
+    return await shard.call(op, work, timeout)

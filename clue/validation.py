@@ -2,14 +2,24 @@
 
 Everything a PRIVMSG is checked against that changes per message (ban or
 timeout, slow mode, duplicates, the rate limit, first message) sits under the
-sender's hash tag, so one Lua script on one shard decides it. Messages of a
-batch that land on the same shard share a single pipelined round trip.
-Channel-wide state comes from the in-process cache, not from Redis.
+sender's hash tag, so one Lua script on one shard decides it. Messages that
+land on the same shard share pipelined round trips of at most CHUNK checks, so
+a slow call delays a chunk, not a whole batch.
+
+The check and its deadline agree inside Redis: the script refuses to charge
+anything (rate slot, duplicate window, slow mode) once its deadline has passed,
+so a message refused for a timeout never counts against its sender. A chunk
+whose answer did not arrive is settled after its deadline by asking which of
+its messages were charged (only those can have been accepted); the rest are
+checked again while the batch's budget lasts. Only a shard that cannot answer
+at all gets its messages refused. The script is also idempotent by message id:
+a submission retried after a failover is accepted once.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -18,20 +28,28 @@ from redis.exceptions import NoScriptError
 from clue.shards import Shard, ShardSet, ShardUnavailable, pipeline_call, user_key
 
 DUPLICATE_WINDOW_MS = 30_000
+# Checks per pipelined round trip.
+CHUNK = 128
+UNAVAILABLE = "msg_service_unavailable"
+EXPIRED = "expired"
 
 # KEYS: ban, rate, last, chatted, color.
 # ARGV: channel, limit, window_ms, digest, duplicate_window_ms (0 = exempt),
-# slow_ms (0 = off or exempt), member id, verdict decided before Redis ("" if
-# none: subscribers-only and emote-only come after bans in Twitch's order).
-# Returns {verdict, number, color}: {"ok", first_msg, color} or {msg-id, remaining_ms, color}.
+# slow_ms (0 = off or exempt), member (the message id), verdict decided before
+# Redis ("" if none: subscribers-only and emote-only come after bans in
+# Twitch's order), deadline (ms since the epoch; later, nothing is charged).
+# Returns {verdict, number, color}: {"ok", first_msg, color}, {msg-id, remaining_ms, color}
+# or {"expired", 0, color}.
 CHECK_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local color = redis.call('GET', KEYS[5]) or ''
+if redis.call('ZSCORE', KEYS[2], ARGV[7]) then return {'ok', 0, color} end
+if now > tonumber(ARGV[9]) then return {'expired', 0, color} end
 local ban = redis.call('PTTL', KEYS[1])
 if ban == -1 then return {'msg_banned', 0, color} end
 if ban > 0 then return {'msg_timedout', ban, color} end
 if ARGV[8] ~= '' then return {ARGV[8], 0, color} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit, window = tonumber(ARGV[2]), tonumber(ARGV[3])
 local dup_window, slow = tonumber(ARGV[5]), tonumber(ARGV[6])
 local last = redis.call('HMGET', KEYS[3], 'digest', 'at')
@@ -61,7 +79,7 @@ class Check:
     user_id: str
     channel: str
     text: str
-    member: str  # unique per message: its id
+    member: str  # the message id
     rate_limit: int
     rate_window_ms: int
     duplicate_window_ms: int = DUPLICATE_WINDOW_MS
@@ -71,47 +89,101 @@ class Check:
     number: int = 0
     color: str = ""
 
-    def command(self) -> tuple:
+    @property
+    def rate_key(self) -> str:
+        return user_key(self.user_id, "rate")
+
+    def command(self, deadline_ms: int) -> tuple:
         digest = hashlib.blake2b(self.text.strip().encode(), digest_size=12).hexdigest()
         return (
             "EVALSHA", CHECK_SHA, 5,
             user_key(self.user_id, f"ban:{self.channel}"),
-            user_key(self.user_id, "rate"),
+            self.rate_key,
             user_key(self.user_id, f"last:{self.channel}"),
             user_key(self.user_id, "chatted"),
             user_key(self.user_id, "color"),
             self.channel, self.rate_limit, self.rate_window_ms, digest,
-            self.duplicate_window_ms, self.slow_ms, self.member, self.early_verdict,
+            self.duplicate_window_ms, self.slow_ms, self.member, self.early_verdict, deadline_ms,
         )
 
 
-async def run_checks(shards: ShardSet, checks: list[Check]) -> None:
-    """Fill in every check's verdict; a shard that fails marks its checks
-    `msg_service_unavailable` (the documented fail-closed policy)."""
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def run_checks(shards: ShardSet, checks: list[Check], budget: float) -> None:
+    """Fill in every check's verdict within `budget` seconds; what a shard
+    cannot answer for is `msg_service_unavailable` (the documented fail-closed policy)."""
     by_shard: defaultdict[Shard, list[Check]] = defaultdict(list)
     for check in checks:
-        by_shard[shards.for_key(user_key(check.user_id, "rate"))].append(check)
-    await asyncio.gather(*(_run_on_shard(shard, group) for shard, group in by_shard.items()))
+        by_shard[shards.for_key(check.rate_key)].append(check)
+    until = time.monotonic() + budget
+    await asyncio.gather(*(_run_on_shard(shard, group, until) for shard, group in by_shard.items()))
 
 
-async def _run_on_shard(shard: Shard, checks: list[Check]) -> None:
+async def _run_on_shard(shard: Shard, checks: list[Check], until: float) -> None:
+    # Chunks of one shard go one after another: a user's messages keep their order.
+    for start in range(0, len(checks), CHUNK):
+        await _run_chunk(shard, checks[start:start + CHUNK], until)
+
+
+async def _run_chunk(shard: Shard, checks: list[Check], until: float) -> None:
+    todo = checks
+    while todo:
+        deadline_ms = now_ms() + round(shard.timeout * 1000)
+        try:
+            results = await _evaluate(shard, todo, deadline_ms)
+        except ShardUnavailable as exc:
+            todo = [] if exc.refused else await _settle(shard, todo, deadline_ms)
+        else:
+            for check, result in zip(todo, results, strict=True):
+                if isinstance(result, Exception):
+                    check.verdict = UNAVAILABLE
+                else:
+                    check.verdict, check.number, check.color = result[0].decode(), int(result[1]), result[2].decode()
+            todo = [check for check in todo if check.verdict == EXPIRED]
+        if todo and time.monotonic() > until:
+            break
+    for check in todo:
+        check.verdict = UNAVAILABLE
+    for check in checks:
+        if not check.verdict:
+            check.verdict = UNAVAILABLE
+
+
+async def _evaluate(shard: Shard, checks: list[Check], deadline_ms: int) -> list:
+    # The answer is what Redis decided, even if it comes after the deadline:
+    # wait for it a while longer than the deadline itself.
+    commands = [check.command(deadline_ms) for check in checks]
+    results = await pipeline_call(shard, "check", commands, timeout=2 * shard.timeout)
+    if any(isinstance(result, NoScriptError) for result in results):
+        # A restarted shard forgot the script: load it and ask once more.
+        await shard.call("script_load", lambda client: client.script_load(CHECK_SCRIPT))
+        results = await pipeline_call(shard, "check", commands, timeout=2 * shard.timeout)
+    return results
+
+
+async def _settle(shard: Shard, checks: list[Check], deadline_ms: int) -> list[Check]:
+    """No answer: once the deadline has passed nothing more can be charged, so
+    the charged messages are the accepted ones. Returns those to check again;
+    an unreachable shard settles them all as unavailable."""
+    wait = (deadline_ms - now_ms()) / 1000 + 0.005
+    if wait > 0:
+        await asyncio.sleep(wait)
     try:
-        results = await pipeline_call(shard, "check", [check.command() for check in checks])
-        if any(isinstance(result, NoScriptError) for result in results):
-            # A restarted shard forgot the script: load it and ask once more.
-            await shard.call("script_load", lambda client: client.script_load(CHECK_SCRIPT))
-            results = await pipeline_call(shard, "check", [check.command() for check in checks])
+        scores = await pipeline_call(shard, "check_settle", [("ZSCORE", c.rate_key, c.member) for c in checks])
     except ShardUnavailable:
         for check in checks:
-            check.verdict = "msg_service_unavailable"
-        return
-    for check, result in zip(checks, results, strict=True):
-        if isinstance(result, Exception):
-            check.verdict = "msg_service_unavailable"
-            continue
-        check.verdict = result[0].decode()
-        check.number = int(result[1])
-        check.color = result[2].decode()
+            check.verdict = UNAVAILABLE
+        return []
+    again = []
+    for check, score in zip(checks, scores, strict=True):
+        if score is not None and not isinstance(score, Exception):
+            check.verdict = "ok"
+        else:
+            check.verdict = ""
+            again.append(check)
+    return again
 
 
 async def load_scripts(shards: ShardSet) -> None:

@@ -40,10 +40,6 @@ class Batcher(Generic[Item, Result]):
         self._wakeup.set()
         return future
 
-    @property
-    def pending(self) -> int:
-        return len(self._items)
-
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()

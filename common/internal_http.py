@@ -2,45 +2,101 @@
 
 Every call names its remote, is bounded by a timeout, is timed in statsd and,
 when it fails, leaves one log line saying which remote did what (SPEC §6).
+Bodies are the typed messages of `common.wire`; every error answer, ours or a
+client's mistake, is one JSON shape (Twitch's: `{"error", "status", "message"}`)
+and never a traceback.
 """
 from __future__ import annotations
 
 import hmac
-import json
 import time
-from typing import Any
+from http import HTTPStatus
+from typing import Any, TypeVar
 
 import aiohttp
 import structlog
 from aiohttp import web
 
+from common import wire
 from common.metrics import Metrics
 
 log = structlog.get_logger()
+T = TypeVar("T")
 
 AUTH_HEADER = "Authorization"
+# Internal requests carry at most one batch; the exchange splits what it sends well under this.
+MAX_BODY = 16 * 1024 * 1024
 
 
 class RemoteError(Exception):
     """A call to another chatd service failed (timeout, refused, non-2xx)."""
 
-    def __init__(self, remote: str, op: str, reason: str, refused: bool = False) -> None:
+    def __init__(self, remote: str, op: str, reason: str, refused: bool = False, status: int | None = None) -> None:
         super().__init__(f"{remote} {op}: {reason}")
         self.remote = remote
         self.op = op
         self.reason = reason
         # The remote never got the request (connection refused): safe to send elsewhere.
         self.refused = refused
+        # The remote answered with this HTTP status: it did get the request.
+        self.status = status
 
 
-def json_error(status: int, error: str, message: str) -> web.Response:
-    return web.json_response({"error": error, "message": message}, status=status)
+class ApiError(Exception):
+    """Raised by a handler: answered as a JSON error with this status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
-# Paths outside the internal-token guard: health checks, and the public API
-# (clue's moderation API), whose handlers check users' own bearer tokens.
+def error_body(status: int, message: str) -> dict[str, Any]:
+    """Twitch's error shape, used by every chatd HTTP API."""
+    return {"error": HTTPStatus(status).phrase, "status": status, "message": message}
+
+
+def json_error(status: int, message: str) -> web.Response:
+    return web.json_response(error_body(status, message), status=status)
+
+
+def reply(message: Any, status: int = 200) -> web.Response:
+    """A typed message (or plain JSON data) as the response body."""
+    return web.Response(body=wire.encode(message), status=status, content_type="application/json")
+
+
+async def read_body(request: web.Request, kind: type[T]) -> T:
+    """The request body decoded as `kind`, or a 400 saying what is wrong with it."""
+    try:
+        return wire.decode(await request.read(), kind)
+    except wire.DecodeError as exc:
+        raise ApiError(400, f"malformed body: {exc}") from None
+
+
+# Paths outside the internal-token guard: health checks, and public APIs whose
+# handlers check users' own bearer tokens.
 OPEN_PATHS = frozenset({"/health"})
 PUBLIC_PREFIX = "/api/"
+
+
+def errors_middleware():
+    """Every failure becomes a JSON error; a bug is logged once, never shown."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return json_error(exc.status, exc.message)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return json_error(exc.status, exc.reason)
+        except Exception:
+            log.exception("internal_error", path=request.path, method=request.method)
+            return json_error(500, "internal error")
+
+    return middleware
 
 
 def internal_auth_middleware(token: str):
@@ -52,27 +108,10 @@ def internal_auth_middleware(token: str):
         if request.path not in OPEN_PATHS and not request.path.startswith(PUBLIC_PREFIX):
             given = request.headers.get(AUTH_HEADER, "").encode()
             if not hmac.compare_digest(given, expected):
-                return json_error(401, "unauthorized", "missing or wrong internal token")
+                return json_error(401, "missing or wrong internal token")
         return await handler(request)
 
     return middleware
-
-
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or an HTTP 400 with a JSON reason."""
-    try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "bad_json", "message": "body is not JSON"}),
-            content_type="application/json",
-        ) from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "bad_json", "message": "body must be a JSON object"}),
-            content_type="application/json",
-        )
-    return body
 
 
 class InternalClient:
@@ -95,10 +134,7 @@ class InternalClient:
         self._headers = {AUTH_HEADER: f"Bearer {token}", "Content-Type": "application/json"}
         self._connector = aiohttp.TCPConnector(limit=max_conns, keepalive_timeout=60.0)
         self._session = aiohttp.ClientSession(
-            connector=self._connector,
-            timeout=self._timeout,
-            json_serialize=json.dumps,
-            skip_auto_headers=("User-Agent",),
+            connector=self._connector, timeout=self._timeout, skip_auto_headers=("User-Agent",)
         )
         self.metric_name = remote.replace(".", "_").replace(":", "_")
         metrics.gauge_from(f"http.{self.metric_name}.pool_in_use", self.connections_in_use)
@@ -107,37 +143,39 @@ class InternalClient:
         acquired = getattr(self._connector, "_acquired", ())
         return len(acquired)
 
-    async def post(self, path: str, payload: dict | bytes, op: str) -> dict[str, Any]:
-        """POST JSON (or pre-encoded JSON bytes) and return the decoded JSON answer."""
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        return await self._request("POST", path, body, op)
+    async def post(self, path: str, message: Any, op: str, answer: type[T], *, timeout: float | None = None) -> T:
+        """POST a typed message (or pre-encoded JSON bytes); the answer decoded as `answer`."""
+        body = message if isinstance(message, bytes) else wire.encode(message)
+        return await self._request("POST", path, body, op, answer, timeout)
 
-    async def get(self, path: str, op: str) -> dict[str, Any]:
-        """GET a JSON answer (health checks)."""
-        return await self._request("GET", path, None, op)
+    async def get(self, path: str, op: str, answer: type[T]) -> T:
+        return await self._request("GET", path, None, op, answer, None)
 
-    async def _request(self, method: str, path: str, body: bytes | None, op: str) -> dict[str, Any]:
+    async def _request(self, method: str, path: str, body: bytes | None, op: str, answer: type[T],
+                       timeout: float | None) -> T:
         started = time.perf_counter()
+        options = {} if timeout is None else {"timeout": aiohttp.ClientTimeout(total=timeout)}
         try:
             async with self._session.request(
-                method, self.base_url + path, data=body, headers=self._headers
+                method, self.base_url + path, data=body, headers=self._headers, **options
             ) as response:
-                text = await response.text()
+                data = await response.read()
                 if response.status >= 400:
-                    raise RemoteError(self.remote, op, f"HTTP {response.status}: {text[:200]}")
-                answer = json.loads(text) if text else {}
+                    raise RemoteError(self.remote, op, f"HTTP {response.status}: {data[:200]!r}",
+                                      status=response.status)
+                result = wire.decode(data, answer)
         except RemoteError as exc:
             self._failed(op, exc.reason, started)
             raise
         except TimeoutError:
             self._failed(op, "timeout", started)
             raise RemoteError(self.remote, op, "timeout") from None
-        except (aiohttp.ClientError, OSError, json.JSONDecodeError) as exc:
+        except (aiohttp.ClientError, OSError, *wire.DecodeError) as exc:
             reason = type(exc).__name__
             self._failed(op, reason, started, detail=str(exc)[:200])
             raise RemoteError(self.remote, op, reason, refused=isinstance(exc, aiohttp.ClientConnectorError)) from None
         self._metrics.timing(f"http.{self.metric_name}.{op}", (time.perf_counter() - started) * 1000)
-        return answer
+        return result
 
     def _failed(self, op: str, reason: str, started: float, detail: str = "") -> None:
         after_ms = round((time.perf_counter() - started) * 1000)
@@ -159,8 +197,9 @@ class InternalClient:
 class InternalServer:
     """An aiohttp app guarded by the internal token, on its own listener."""
 
-    def __init__(self, token: str, routes: list[web.RouteDef], max_body: int = 16 * 1024 * 1024) -> None:
-        app = web.Application(middlewares=[internal_auth_middleware(token)], client_max_size=max_body)
+    def __init__(self, token: str, routes: list[web.RouteDef], max_body: int = MAX_BODY) -> None:
+        app = web.Application(middlewares=[errors_middleware(), internal_auth_middleware(token)],
+                              client_max_size=max_body)
         app.add_routes(routes)
         self._runner = web.AppRunner(app, access_log=None)
         self.url = ""

@@ -32,9 +32,6 @@ class Metrics:
     def timing(self, name: str, milliseconds: float) -> None:
         self._timers.append((name, milliseconds))
 
-    def gauge(self, name: str, value: float) -> None:
-        self._gauges[name] = value
-
     def gauge_from(self, name: str, source: Callable[[], float]) -> None:
         """Report `source()` as a gauge at every flush (pool sizes, connections)."""
         self._gauge_sources[name] = source

@@ -14,7 +14,8 @@ import hmac
 import json
 import re
 import time
-from dataclasses import dataclass
+
+from common.wire import Identity
 
 LOGIN_RE = re.compile(r"^[a-z0-9_]{1,25}$")
 COLOR_RE = re.compile(r"^#[0-9A-Fa-f]{6}$")
@@ -32,35 +33,6 @@ def stable_id(name: str) -> str:
     """
     digest = hashlib.sha256(name.lower().encode()).digest()
     return str(int.from_bytes(digest[:6], "big") % 900_000_000 + 100_000_000)
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    login: str
-    user_id: str
-    display_name: str
-    color: str = ""
-    subscriber: bool = False
-
-    def to_dict(self) -> dict:
-        # Written out: dataclasses.asdict showed up in the edge's per-message profile.
-        return {
-            "login": self.login,
-            "user_id": self.user_id,
-            "display_name": self.display_name,
-            "color": self.color,
-            "subscriber": self.subscriber,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Identity:
-        return cls(
-            login=str(data["login"]),
-            user_id=str(data["user_id"]),
-            display_name=str(data.get("display_name") or data["login"]),
-            color=str(data.get("color") or ""),
-            subscriber=bool(data.get("subscriber", False)),
-        )
 
 
 def issue_token(

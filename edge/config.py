@@ -27,6 +27,11 @@ class EdgeSettings:
     wss_listen: tuple[str, int]
     ping_interval: float
     registration_timeout: float
+    handshake_timeout: float
+    proxy_protocol: bool
+    trusted_proxies: frozenset[str]
+    max_inflight: int
+    join_limit: int
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> EdgeSettings:
@@ -43,8 +48,8 @@ class EdgeSettings:
             exchange_urls=env.cluster_urls("EXCHANGE_URLS"),
             max_channels=env.int("EDGE_MAX_CHANNELS", 1000, minimum=1),
             send_buffer=env.int("EDGE_SEND_BUFFER", 4 * 1024 * 1024, minimum=4096),
-            # 0: no limit — the right setting behind a proxy, where every client has its address.
-            max_per_ip=env.int("EDGE_MAX_CONNECTIONS_PER_IP", 0, minimum=0),
+            # 0: no limit. Behind a proxy, turn on EDGE_PROXY_PROTOCOL so the limit sees real clients.
+            max_per_ip=env.int("EDGE_MAX_CONNECTIONS_PER_IP", 200, minimum=0),
             tls_cert=env.existing_file("EDGE_TLS_CERT"),
             tls_key=env.existing_file("EDGE_TLS_KEY"),
             irc_tls_listen=env.address("EDGE_IRC_TLS_LISTEN", "127.0.0.1:6697"),
@@ -52,6 +57,16 @@ class EdgeSettings:
             # A silent client gets PING after this long and is closed after twice it.
             ping_interval=env.duration("EDGE_PING_INTERVAL", "60s"),
             registration_timeout=env.duration("EDGE_REGISTRATION_TIMEOUT", "10s"),
+            # A connection must finish its PROXY header and WebSocket handshake this fast.
+            handshake_timeout=env.duration("EDGE_HANDSHAKE_TIMEOUT", "5s"),
+            proxy_protocol=env.choice("EDGE_PROXY_PROTOCOL", ("off", "on"), "off") == "on",
+            trusted_proxies=frozenset(
+                item.strip() for item in env.str("EDGE_TRUSTED_PROXIES", "127.0.0.1,::1").split(",") if item.strip()
+            ),
+            # A connection with this many messages awaiting their outcome is not read from.
+            max_inflight=env.int("EDGE_MAX_INFLIGHT", 100, minimum=1),
+            # JOINs one connection may send per 10 s (Twitch: 20), anonymous ones included.
+            join_limit=env.int("EDGE_JOIN_RATE_LIMIT", 20, minimum=1),
         )
         if bool(settings.tls_cert) != bool(settings.tls_key):
             raise ConfigError("EDGE_TLS_CERT and EDGE_TLS_KEY must be set together")

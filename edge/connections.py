@@ -1,77 +1,155 @@
 """Thin I/O shells around `Session`: IRC over TCP and IRC over WebSocket.
 
 Both are plain asyncio protocols (no task per connection) that frame bytes
-into lines, hand them to the service, and write whatever bytes the service
-gives them. The WebSocket one drives websockets' sans-I/O server protocol.
+into lines, hand them to their host (the edge service, through the small
+`ConnectionHost` interface), and write whatever bytes the host gives them. The
+WebSocket one drives websockets' sans-I/O server protocol. Behind a proxy that
+speaks the PROXY protocol, the first bytes name the real client.
 """
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+import structlog
+from websockets.exceptions import InvalidState
 from websockets.frames import Opcode
 from websockets.http11 import Request
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from common.irc import LineReader, LineTooLong
+from edge.proxy_protocol import ProxyHeaderReader, ProxyProtocolError
 from edge.session import Session
 
-if TYPE_CHECKING:
-    from edge.service import EdgeService
+log = structlog.get_logger()
 
 IRC_SUBPROTOCOL = Subprotocol("irc")
 # Large enough for one maximal IRC line per frame plus slack for several lines.
 MAX_WS_MESSAGE = 64 * 1024
 
 
-class ClientConnection(asyncio.Protocol):
-    kind = "tcp"
-    __slots__ = ("service", "conn_id", "session", "reader", "transport", "peer", "open", "opened_at", "last_input")
+class ConnectionHost(Protocol):
+    """What a connection needs from the service that holds it."""
 
-    def __init__(self, service: EdgeService) -> None:
-        self.service = service
-        self.conn_id = service.next_conn_id()
-        self.session = Session(service.settings.common.server_name, service.settings.max_channels)
-        self.reader = LineReader(service.max_message_bytes)
+    server_name: str
+    max_channels: int
+    join_limit: int
+    trusted_proxies: frozenset[str]
+    max_message_bytes: int
+    send_buffer: int
+
+    def next_conn_id(self) -> int: ...
+    def connection_made(self, conn: ClientConnection) -> None: ...
+    def admit(self, conn: ClientConnection) -> bool: ...
+    def connection_opened(self, conn: ClientConnection) -> None: ...
+    def connection_closed(self, conn: ClientConnection) -> None: ...
+    def handle_input(self, conn: ClientConnection, items: list[str | LineTooLong]) -> None: ...
+    def slow_consumer(self, conn: ClientConnection) -> None: ...
+
+
+class ClientConnection(asyncio.Protocol):
+    """IRC over TCP. Lifecycle: made → (PROXY header) → admitted → open → closed."""
+
+    kind = "tcp"
+    __slots__ = ("host", "conn_id", "session", "reader", "transport", "peer", "admitted", "open", "opened_at",
+                 "last_input", "inflight", "paused", "_proxy")
+
+    def __init__(self, host: ConnectionHost, proxy_protocol: bool = False) -> None:
+        self.host = host
+        self.conn_id = host.next_conn_id()
+        self.session = Session(host.server_name, host.max_channels, host.join_limit)
+        self.reader = LineReader(host.max_message_bytes)
         self.transport: asyncio.Transport | None = None
         self.peer = ""
-        self.open = False
+        self.admitted = False  # counted against its address, watched by the registration timeout
+        self.open = False  # ready for chat
         self.opened_at = self.last_input = time.monotonic()
+        self.inflight = 0  # submissions waiting for their outcome
+        self.paused = False
+        self._proxy = ProxyHeaderReader() if proxy_protocol else None
 
     # ---- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
+        self.host.connection_made(self)
+        if self._proxy is None:
+            self._admit()
+        elif self.peer not in self.host.trusted_proxies:
+            # Only a trusted proxy may say who the client is.
+            log.warning("proxy_untrusted", peer=self.peer)
+            self.abort()
+
+    def _admit(self) -> None:
+        self.admitted = self.host.admit(self)
+        if self.admitted:
+            self.on_admitted()
+
+    def on_admitted(self) -> None:
         self.on_open()
 
     def on_open(self) -> None:
         self.open = True
-        self.service.connection_opened(self)
+        self.host.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:
         self.last_input = time.monotonic()
+        if self._proxy is not None:
+            data = self._read_proxy_header(data)
+            if not data:
+                return
+        self.received(data)
+
+    def received(self, data: bytes) -> None:
         self.handle_lines(self.reader.feed(data))
 
+    def _read_proxy_header(self, data: bytes) -> bytes:
+        """Bytes after the PROXY header once it is complete (b"" until then)."""
+        assert self._proxy is not None
+        try:
+            header = self._proxy.feed(data)
+        except ProxyProtocolError as exc:
+            log.warning("proxy_header_refused", peer=self.peer, reason=str(exc))
+            self.abort()
+            return b""
+        if header is None:
+            return b""
+        self._proxy = None
+        if header.source is not None:
+            self.peer = header.source[0]
+        self._admit()
+        return header.rest if self.admitted else b""
+
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.open:
-            self.open = False
-            self.service.connection_closed(self)
+        self.open = False
+        self.host.connection_closed(self)
 
     # ---- used by the service
     def handle_lines(self, items: list[str | LineTooLong]) -> None:
         if items:
-            self.service.handle_input(self, items)
+            self.host.handle_input(self, items)
 
     def write(self, data: bytes) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         transport.write(data)
-        if transport.get_write_buffer_size() > self.service.settings.send_buffer:
-            self.service.slow_consumer(self)
+        if transport.get_write_buffer_size() > self.host.send_buffer:
+            self.host.slow_consumer(self)
+
+    def pause(self, paused: bool) -> None:
+        """Stop (or resume) reading from the client: backpressure on input."""
+        if paused == self.paused or self.transport is None or self.transport.is_closing():
+            return
+        self.paused = paused
+        if paused:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -84,25 +162,20 @@ class ClientConnection(asyncio.Protocol):
 
 
 class WebSocketConnection(ClientConnection):
+    """IRC over WebSocket: open for chat once the handshake is done."""
+
     kind = "ws"
     __slots__ = ("ws", "_fragments")
 
-    def __init__(self, service: EdgeService) -> None:
-        super().__init__(service)
-        self.ws = ServerProtocol(
-            select_subprotocol=_select_subprotocol,
-            max_size=MAX_WS_MESSAGE,
-        )
+    def __init__(self, host: ConnectionHost, proxy_protocol: bool = False) -> None:
+        super().__init__(host, proxy_protocol)
+        self.ws = ServerProtocol(select_subprotocol=_select_subprotocol, max_size=MAX_WS_MESSAGE)
         self._fragments: list[bytes] = []
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Not open for chat until the handshake completes.
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.peer = peer[0] if peer else ""
+    def on_admitted(self) -> None:
+        pass  # not open for chat until the handshake completes
 
-    def data_received(self, data: bytes) -> None:
-        self.last_input = time.monotonic()
+    def received(self, data: bytes) -> None:
         self.ws.receive_data(data)
         for event in self.ws.events_received():
             if isinstance(event, Request):
@@ -115,6 +188,11 @@ class WebSocketConnection(ClientConnection):
                     # A frame is self-contained: end its last line if it is open.
                     items = self.reader.feed(frame if frame.endswith(b"\n") else frame + b"\n")
                     self.handle_lines(items)
+        if self.ws.parser_exc is not None and self.open:
+            # A protocol error: websockets has queued a close frame with its status.
+            log.warning("websocket_protocol_error", conn=self.conn_id, peer=self.peer,
+                        reason=str(self.ws.parser_exc)[:200])
+            self.open = False
         self._flush()
 
     def _handshake(self, request: Request) -> None:
@@ -139,16 +217,18 @@ class WebSocketConnection(ClientConnection):
     def write(self, data: bytes) -> None:
         if not self.open or self.transport is None or self.transport.is_closing():
             return
+        if self.ws.state is not State.OPEN:
+            return  # closing: nothing more reaches the client
         self.ws.send_text(data)
         self._flush()
-        if self.transport.get_write_buffer_size() > self.service.settings.send_buffer:
-            self.service.slow_consumer(self)
+        if self.transport.get_write_buffer_size() > self.host.send_buffer:
+            self.host.slow_consumer(self)
 
     def close(self) -> None:
         if self.open and self.transport is not None and not self.transport.is_closing():
             try:
                 self.ws.send_close(1000, "closing")
-            except Exception:  # already closing on the WebSocket level
+            except InvalidState:  # already closing on the WebSocket level
                 pass
             self._flush()
         super().close()
@@ -157,4 +237,3 @@ class WebSocketConnection(ClientConnection):
 def _select_subprotocol(protocol: ServerProtocol, offered: list[Subprotocol]) -> Subprotocol | None:
     """Echo `irc` when offered (tmi.js aborts otherwise); accept plain clients too."""
     return IRC_SUBPROTOCOL if IRC_SUBPROTOCOL in offered else None
-

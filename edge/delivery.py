@@ -1,17 +1,16 @@
-"""Fan-out of a delivery batch from the exchange to this edge's connections.
+"""Fan-out of delivered events to this edge's connections.
 
-Each message is encoded once per form (with tags / without), each channel's
-messages are joined into one payload per capability variant, and every
+Each event is encoded once per form — clue formatted it once, so the forms are
+`line` and `@tags line`, joined without re-escaping anything — each channel's
+events are joined into one payload per capability variant, and every
 connection gets one write per channel per batch. The connection that sent a
 message is skipped for that message only.
 """
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
-from typing import Any
 
-from common.irc import serialize_tags
+from common.wire import Event
 from edge.hub import Hub
 from edge.session import COMMANDS, MEMBERSHIP, TAGS
 
@@ -26,14 +25,12 @@ MEMBERSHIP_ONLY = frozenset({"JOIN", "PART"})
 class Encoded:
     __slots__ = ("needs", "origin", "plain", "tagged")
 
-    def __init__(self, item: dict[str, Any]) -> None:
-        line = item["line"]
-        tags = item.get("tags")
-        self.plain = (line + "\r\n").encode()
-        self.tagged = f"@{serialize_tags(tags)} {line}\r\n".encode() if tags else self.plain
-        command = item.get("command", "")
+    def __init__(self, event: Event) -> None:
+        self.plain = (event.line + "\r\n").encode()
+        self.tagged = ("@" + event.tags + " " + event.line + "\r\n").encode() if event.tags else self.plain
+        command = event.command
         self.needs = COMMANDS if command in COMMANDS_ONLY else MEMBERSHIP if command in MEMBERSHIP_ONLY else 0
-        self.origin = item.get("origin")
+        self.origin = event.origin
 
 
 def _payload(messages: list[Encoded], variant: int, skip_origin: str | None = None) -> tuple[bytes, int]:
@@ -45,22 +42,19 @@ def _payload(messages: list[Encoded], variant: int, skip_origin: str | None = No
     return b"".join(parts), len(parts)
 
 
-def deliver(hub: Hub, edge_id: str, boot: str, items: Iterable[dict[str, Any]]) -> tuple[int, int]:
-    """Write a batch to local subscribers; returns (deliveries, sequence gaps)."""
-    by_channel: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
-    for item in items:
-        by_channel[item["channel"]].append(item)
+def deliver(hub: Hub, edge_id: str, events: list[Event]) -> int:
+    """Write events, already in order, to local subscribers; returns deliveries."""
+    by_channel: defaultdict[str, list[Event]] = defaultdict(list)
+    for event in events:
+        by_channel[event.channel].append(event)
 
-    delivered = gaps = 0
+    delivered = 0
     origin_prefix = edge_id + "/"
-    for channel, channel_items in by_channel.items():
-        for item in channel_items:
-            if "seq" in item:
-                gaps += hub.observe_seq(channel, boot, item["seq"])
+    for channel, channel_events in by_channel.items():
         members = hub.members(channel)
         if not members:
             continue
-        messages = [Encoded(item) for item in channel_items]
+        messages = [Encoded(event) for event in channel_events]
         # Connections on this edge that sent one of these messages.
         senders = {
             int(message.origin[len(origin_prefix):])
@@ -80,4 +74,4 @@ def deliver(hub: Hub, edge_id: str, boot: str, items: Iterable[dict[str, Any]]) 
             if count:
                 conn.write(payload)
                 delivered += count
-    return delivered, gaps
+    return delivered

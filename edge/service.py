@@ -3,33 +3,29 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import ssl
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from common import twitch
-from common.internal_http import InternalServer, RemoteError, json_error, url_host
+from common import twitch, wire
+from common.internal_http import InternalServer, RemoteError, read_body, reply, url_host
 from common.irc import LineTooLong
 from common.metrics import Metrics
 from common.tasks import cancel_and_wait
+from common.wire import DeliverBatch, DeliverReply, Event, EventRange, Outcome, Position, RangeRequest, Submission
+from common.wire import TailRequest as Tail
 from edge import delivery
 from edge.config import EdgeSettings
 from edge.connections import ClientConnection, WebSocketConnection
 from edge.hub import Hub
-from edge.session import (
-    Action,
-    Authenticate,
-    Close,
-    JoinChannel,
-    PartChannel,
-    Publish,
-    Reply,
-)
+from edge.ordering import Heal, Ordering
+from edge.session import Action, Authenticate, Close, JoinChannel, PartChannel, Publish, Reply
+from edge.subscriptions import ExchangeLink
 from edge.upstream import Clusters
 
 log = structlog.get_logger()
@@ -47,10 +43,15 @@ class EdgeService:
     def __init__(self, settings: EdgeSettings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.server_name = settings.common.server_name
+        self.max_channels = settings.max_channels
+        self.send_buffer = settings.send_buffer
+        self.trusted_proxies = settings.trusted_proxies
+        self.join_limit = settings.join_limit
         self.hub = Hub()
-        self.conns: dict[int, ClientConnection] = {}
+        self.ordering = Ordering()
+        self.conns: dict[int, ClientConnection] = {}  # every connection, registered or not
         self._per_ip: Counter[str] = Counter()
-        self.gaps = 0  # messages known missing from channels' sequences
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._servers: list[asyncio.AbstractServer] = []
@@ -73,14 +74,15 @@ class EdgeService:
 
         self.clusters = Clusters(
             self.settings.clue_urls, self.settings.exchange_urls, edge_url, self.settings.common.internal_token,
-            self.metrics, self.settings.common.http_timeout,
+            self.metrics, self.settings.common.http_timeout, self,
         )
         self.clusters.start()
         self._keepalive = loop.create_task(self._keep_alive())
 
+        proxy = self.settings.proxy_protocol
         listeners = [
-            ("irc", self.settings.irc_listen, lambda: ClientConnection(self), None),
-            ("ws", self.settings.ws_listen, lambda: WebSocketConnection(self), None),
+            ("irc", self.settings.irc_listen, lambda: ClientConnection(self, proxy), None),
+            ("ws", self.settings.ws_listen, lambda: WebSocketConnection(self, proxy), None),
         ]
         if self.settings.tls_cert and self.settings.tls_key:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -101,7 +103,7 @@ class EdgeService:
         await cancel_and_wait(self._keepalive)
         # Tell clients to reconnect (to another edge) before the socket closes;
         # closing a transport still sends what is buffered.
-        reconnect = f":{self.settings.common.server_name} RECONNECT\r\n".encode()
+        reconnect = f":{self.server_name} RECONNECT\r\n".encode()
         for conn in list(self.conns.values()):
             conn.write(reconnect)
             conn.close()
@@ -111,27 +113,37 @@ class EdgeService:
             await self.clusters.close()
         await self.server.stop()
 
-    # ---- connections
+    # ---- connections (edge.connections.ConnectionHost)
     def next_conn_id(self) -> int:
         return next(self._ids)
 
-    def connection_opened(self, conn: ClientConnection) -> None:
+    def connection_made(self, conn: ClientConnection) -> None:
+        self.conns[conn.conn_id] = conn
+
+    def admit(self, conn: ClientConnection) -> bool:
+        """Count the connection against its (real) address, or turn it away."""
         limit = self.settings.max_per_ip
         if limit and self._per_ip[conn.peer] >= limit:
             self.metrics.incr("connections.refused_per_ip")
-            conn.write(f":{self.settings.common.server_name} NOTICE * :Too many connections from your address\r\n".encode())
+            log.info("connection_refused", reason="too many connections from the address", peer=conn.peer,
+                     limit=limit)
+            conn.write(f":{self.server_name} NOTICE * :Too many connections from your address\r\n".encode())
             conn.close()
-            return
+            return False
         self._per_ip[conn.peer] += 1
-        self.conns[conn.conn_id] = conn
+        return True
+
+    def connection_opened(self, conn: ClientConnection) -> None:
         self.metrics.incr(f"connections.opened.{conn.kind}")
 
     def connection_closed(self, conn: ClientConnection) -> None:
         if self.conns.pop(conn.conn_id, None) is None:
-            return  # refused at the door: it never counted
-        self._per_ip[conn.peer] -= 1
-        if not self._per_ip[conn.peer]:
-            del self._per_ip[conn.peer]
+            return
+        if conn.admitted:
+            conn.admitted = False
+            self._per_ip[conn.peer] -= 1
+            if not self._per_ip[conn.peer]:
+                del self._per_ip[conn.peer]
         self.metrics.incr(f"connections.closed.{conn.kind}")
         for channel in conn.session.channels:
             self._leave(conn, channel)
@@ -140,14 +152,21 @@ class EdgeService:
             self._leave(conn, twitch.whisper_inbox(conn.session.identity.login))
 
     async def _keep_alive(self) -> None:
-        """PING silent clients, close those that stay silent or never register."""
-        interval = self.settings.ping_interval
-        ping = f"PING :{self.settings.common.server_name}\r\n".encode()
+        """Close connections that never finish their handshake or registration,
+        PING silent clients, close those that stay silent."""
+        settings = self.settings
+        interval = settings.ping_interval
+        ping = f"PING :{self.server_name}\r\n".encode()
         while True:
-            await asyncio.sleep(min(interval, self.settings.registration_timeout) / 2)
+            await asyncio.sleep(min(interval, settings.registration_timeout, settings.handshake_timeout) / 2)
             now = time.monotonic()
             for conn in list(self.conns.values()):
-                if not conn.session.registered and now - conn.opened_at > self.settings.registration_timeout:
+                age = now - conn.opened_at
+                if not conn.open and age > settings.handshake_timeout:
+                    self.metrics.incr("connections.handshake_timeout")
+                    log.info("connection_closed", reason="handshake timeout", peer=conn.peer)
+                    conn.abort()
+                elif not conn.session.registered and age > settings.registration_timeout:
                     self.metrics.incr("connections.registration_timeout")
                     self.execute(conn, conn.session.disconnect("Registration timed out"))
                 elif now - conn.last_input > 2 * interval:
@@ -161,7 +180,7 @@ class EdgeService:
         (it cannot be told why: nothing more reaches it) and logged with the reason."""
         self.metrics.incr("connections.slow_consumer")
         log.warning("disconnected", reason="send buffer full", conn=conn.conn_id, peer=conn.peer,
-                    limit=self.settings.send_buffer)
+                    limit=self.send_buffer)
         conn.abort()
 
     def handle_input(self, conn: ClientConnection, items: list[str | LineTooLong]) -> None:
@@ -203,8 +222,8 @@ class EdgeService:
 
     # ---- login, join, part
     async def _login(self, conn: ClientConnection, token: str) -> None:
+        assert self.clusters is not None
         try:
-            assert self.clusters is not None
             identity = await self.clusters.main.login(token)
         except RemoteError:
             self.metrics.incr("logins.unavailable")
@@ -216,7 +235,6 @@ class EdgeService:
             return
         self.metrics.incr("logins.ok")
         # Every logged-in connection listens for whispers on its user's pseudo-channel.
-        assert self.clusters is not None
         inbox = twitch.whisper_inbox(identity.login)
         await self._subscribe(inbox, self.clusters.whisper_cluster())
         if not conn.open:
@@ -233,15 +251,15 @@ class EdgeService:
         except RemoteError:
             self.execute(conn, conn.session.join_failed(channel, "msg_join_failed"))
             return
-        if not state.get("ok", True):
-            self.execute(conn, conn.session.join_failed(channel, state.get("msg_id", "msg_join_failed")))
+        if not state.ok:
+            self.execute(conn, conn.session.join_failed(channel, state.msg_id or "msg_join_failed"))
             return
-        await self._subscribe(channel, state.get("cluster", "main"))
+        await self._subscribe(channel, state.cluster)
         if not conn.open or channel not in conn.session.joining:
             clusters.unsubscribe(channel)
             return
         # No await between the JOIN echo and joining the hub: nothing can slip between.
-        self.execute(conn, conn.session.join_succeeded(channel, state["room_state"], state["user_state"]))
+        self.execute(conn, conn.session.join_succeeded(channel, state.room_state, state.user_state))
         self.hub.add(conn, channel)
         self.metrics.incr("joins")
 
@@ -265,69 +283,131 @@ class EdgeService:
     # ---- chat
     def _publish(self, conn: ClientConnection, action: Publish) -> None:
         identity = conn.session.identity
-        assert identity is not None
+        assert identity is not None and self.clusters is not None
         started = time.perf_counter()
         self.metrics.incr("messages.received")
-        assert self.clusters is not None
-        future = self.clusters.clue_for(action.channel).publish(
-            {
-                "channel": action.channel,
-                "text": action.text,
-                "client_tags": action.client_tags,
-                "identity": identity.to_dict(),
-                "origin": f"{self.settings.edge_id}/{conn.conn_id}",
-            }
-        )
+        submission = Submission(id=str(uuid.uuid4()), channel=action.channel, text=action.text, identity=identity,
+                                origin=f"{self.settings.edge_id}/{conn.conn_id}", client_tags=action.client_tags)
+        # Chat may be sent again when its fate is unknown; a command (a ban, a whisper) may not.
+        chat = not twitch.is_command(action.text) or twitch.is_action(action.text)
+        future = self.clusters.clue_for(action.channel).submit(submission, retry=chat)
+        conn.inflight += 1
+        if conn.inflight >= self.settings.max_inflight:
+            conn.pause(True)
 
-        def done(future: asyncio.Future[dict[str, Any]]) -> None:
+        def done(future: asyncio.Future[Outcome]) -> None:
             self.metrics.timing("publish", (time.perf_counter() - started) * 1000)
-            if future.cancelled():
+            conn.inflight -= 1
+            if conn.paused and conn.inflight <= self.settings.max_inflight // 2:
+                conn.pause(False)
+            if future.cancelled() or not conn.open:
                 return
-            if future.exception() is not None:
-                result = {"ok": False, "msg_id": "msg_service_unavailable"}
-            else:
-                result = future.result()
-            if not conn.open:
-                return
-            if result.get("ok") and "user_state" in result:
+            outcome = future.result()
+            if outcome.ok and not outcome.msg_id:
                 self.metrics.incr("messages.accepted")
-                self.execute(conn, conn.session.publish_accepted(action.channel, result["user_state"]))
-            elif "msg_id" in result:
+                user_state = outcome.user_state or fallback_user_state(identity, submission.id)
+                self.execute(conn, conn.session.publish_accepted(action.channel, user_state))
+            elif outcome.msg_id:
                 # A refusal, or a command's answer (ban_success, room_mods, ...).
-                msg_id = result["msg_id"]
-                if not result.get("ok"):
-                    self.metrics.incr(f"messages.rejected.{msg_id}")
-                self.execute(conn, conn.session.notice(action.channel, msg_id, result.get("text") or ""))
+                if not outcome.ok:
+                    self.metrics.incr(f"messages.rejected.{outcome.msg_id}")
+                self.execute(conn, conn.session.notice(action.channel, outcome.msg_id, outcome.text))
 
         future.add_done_callback(done)
 
     # ---- from the exchange
     async def _on_deliver(self, request: web.Request) -> web.Response:
-        try:
-            body = json.loads(await request.read())
-            messages = body["messages"]
-            boot = str(body.get("boot", ""))
-        except (ValueError, KeyError, TypeError):
-            return json_error(400, "bad_request", "expected {boot, messages: [...]}")
-        moves = [m for m in messages if m.get("command") == "MOVED"]
-        if moves:
-            messages = [m for m in messages if m.get("command") != "MOVED"]
-        with self.metrics.timer("fanout"):
-            delivered, gaps = delivery.deliver(self.hub, self.settings.edge_id, boot, messages)
-        for move in moves:  # after the messages ordered before it
-            assert self.clusters is not None
-            if self.clusters.move(move["channel"], str(move["cluster"]), int(move["version"])):
+        batch = await read_body(request, DeliverBatch)
+        ready, heals = self.ordering.receive(batch.boot, batch.events)
+        delivered = self._deliver(ready)
+        for heal in heals:
+            self._spawn(self._heal(heal))
+        assert self.clusters is not None
+        for move in batch.moves:  # after the events ordered before it
+            if self.clusters.move(move.channel, move.cluster, move.version):
                 self.metrics.incr("channels.moved")
-                log.info("channel_moved", channel=move["channel"], cluster=move["cluster"])
+                log.info("channel_moved", channel=move.channel, cluster=move.cluster)
+        return reply(DeliverReply(delivered))
+
+    def _deliver(self, events: list[Event]) -> int:
+        if not events:
+            return 0
+        with self.metrics.timer("fanout"):
+            delivered = delivery.deliver(self.hub, self.settings.edge_id, events)
         self.metrics.incr("messages.delivered", delivered)
+        return delivered
+
+    async def _heal(self, heal: Heal) -> None:
+        """Ask the channel's exchange for the events this edge is missing."""
+        assert self.clusters is not None
+        link = self.clusters.link_for(heal.channel)
+        request = RangeRequest(heal.channel, heal.boot, heal.gen, heal.after, heal.before)
+        try:
+            found = (await link.client.post("/v1/range", request, op="range", answer=EventRange)).events
+        except RemoteError:
+            found = []
+        gaps_before, healed_before = self.ordering.gaps, self.ordering.healed
+        ready, heals = self.ordering.heal_answered(heal, found)
+        self._count_heal(heal.channel, self.ordering.healed - healed_before, self.ordering.gaps - gaps_before)
+        self._deliver(ready)
+        for more in heals:
+            self._spawn(self._heal(more))
+
+    def _count_heal(self, channel: str, healed: int, gaps: int) -> None:
+        if healed:
+            self.metrics.incr("sequence.healed", healed)
         if gaps:
-            self.gaps += gaps
             self.metrics.incr("sequence.gaps", gaps)
-            log.warning("sequence_gap", remote="exchange", missing=gaps)
-        return web.json_response({"ok": True, "delivered": delivered})
+            log.warning("sequence_gap", remote="exchange", channel=channel, missing=gaps)
+
+    # ---- edge.subscriptions.StreamKeeper
+    def open(self, channel: str) -> None:
+        self.ordering.open(channel)
+
+    def expect(self, channel: str, start: Position) -> None:
+        self.ordering.expect(channel, start)
+
+    def forget(self, channel: str) -> None:
+        self.ordering.forget(channel)
+
+    def position(self, channel: str) -> Position | None:
+        return self.ordering.position(channel)
+
+    async def recover_boot(self, link: ExchangeLink, boot: str, channels: list[str]) -> None:
+        """The exchange behind `link` restarted: fetch what its old boot ordered
+        after what this edge delivered, from the clues that published it."""
+        after = {c: p.seq for c in channels if (p := self.ordering.position(c)) is not None and p.boot == boot}
+        if not after:
+            return
+        assert self.clusters is not None
+        answers = await self.clusters.ask_every_clue("/v1/tail", Tail(link.url, boot, after), "tail", EventRange)
+        by_channel: dict[str, dict[int, Event]] = {}
+        for answer in answers:
+            if isinstance(answer, EventRange):
+                for event in answer.events:
+                    by_channel.setdefault(event.channel, {})[event.seq] = event
+        recovered = 0
+        for channel, events in by_channel.items():
+            gaps_before = self.ordering.gaps
+            ready = self.ordering.recover(channel, boot, list(events.values()))
+            recovered += len(ready)
+            self._count_heal(channel, len(ready), self.ordering.gaps - gaps_before)
+            self._deliver(ready)
+        log.info("recovered_exchange_tail", remote="exchange", url=link.url, channels=len(after), events=recovered)
 
     async def _on_health(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {"ok": True, "connections": len(self.conns), "channels": len(self.hub), "sequence_gaps": self.gaps}
-        )
+        return reply({
+            "ok": True,
+            "connections": len(self.conns),
+            "channels": len(self.hub),
+            "sequence_gaps": self.ordering.gaps,
+            "sequence_healed": self.ordering.healed,
+            "duplicates_dropped": self.ordering.duplicates,
+        })
 
+
+def fallback_user_state(identity: wire.Identity, message_id: str) -> dict[str, str]:
+    """USERSTATE for a message settled as accepted without clue's answer."""
+    return {"badge-info": "", "badges": "", "color": identity.color, "display-name": identity.display_name,
+            "emote-sets": "0", "id": message_id, "mod": "0", "subscriber": "1" if identity.subscriber else "0",
+            "user-type": ""}

@@ -9,12 +9,15 @@ so every branch is testable by feeding strings.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from common import twitch
 from common.irc import IRCParseError, LineTooLong, Message, parse, serialize_tags
-from common.tokens import LOGIN_RE, Identity
+from common.ratelimit import WindowLimit
+from common.tokens import LOGIN_RE
+from common.wire import Identity
 
 # Tags a client may attach to PRIVMSG; every other client tag is dropped so
 # no one can set server-only tags (badges, mod, user-id, id, …).
@@ -25,6 +28,8 @@ CAPABILITY_BITS = {"twitch.tv/tags": TAGS, "twitch.tv/commands": COMMANDS, "twit
 
 # Lines that arrive while a login is being checked are replayed after it.
 MAX_PENDING_LINES = 64
+# Twitch allows 20 JOINs per 10 s (anonymous connections too).
+JOIN_WINDOW = 10.0
 
 
 @dataclass(slots=True)
@@ -67,12 +72,17 @@ class Session:
     # of these, so every per-instance dict counts.
     __slots__ = (
         "server", "max_channels", "variant", "nick", "password", "identity", "anonymous", "registered",
-        "closed", "_cap_pending", "_authenticating", "_pending", "channels", "joining",
+        "closed", "_cap_pending", "_authenticating", "_pending", "channels", "joining", "join_limit", "_joins",
+        "_clock",
     )
 
-    def __init__(self, server_name: str = "tmi.twitch.tv", max_channels: int = 1000) -> None:
+    def __init__(self, server_name: str = "tmi.twitch.tv", max_channels: int = 1000, join_limit: int = 20,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.server = server_name
         self.max_channels = max_channels
+        self.join_limit = join_limit
+        self._joins: WindowLimit | None = None  # made on the first JOIN: most connections never need one
+        self._clock = clock
         # Capability bits (TAGS | COMMANDS | MEMBERSHIP), read per delivery.
         self.variant = 0
         self.nick = ""
@@ -118,14 +128,18 @@ class Session:
         except IRCParseError as exc:
             return [self._notice("*", f"Malformed line ignored: {exc}")]
         command = message.command.upper()
-        handler = COMMAND_HANDLERS.get(command)
-        if handler is None:
+        entry = COMMAND_TABLE.get(command)
+        if entry is None:
             if not self.registered:
                 return [self._numeric("451", command, "You have not registered")]
             return [self._numeric("421", command, "Unknown command")]
-        if not self.registered and command in ("JOIN", "PART", "PRIVMSG"):
+        # Checked once here, so a new command is safe by default.
+        if not self.registered and not entry.before_registration:
             return [self._numeric("451", command, "You have not registered")]
-        return handler(self, message)
+        if len(message.params) < entry.min_params:
+            return [self._numeric(entry.too_few[0], *entry.too_few[1:]) if entry.too_few
+                    else self._numeric("461", command, "Not enough parameters")]
+        return entry.handler(self, message)
 
     # ---- registration
     def _on_cap(self, message: Message) -> list[Action]:
@@ -229,8 +243,6 @@ class Session:
 
     # ---- channels
     def _on_join(self, message: Message) -> list[Action]:
-        if not message.params:
-            return [self._numeric("461", "JOIN", "Not enough parameters")]
         actions: list[Action] = []
         for raw in message.params[0].split(","):
             channel = twitch.normalize_channel(raw)
@@ -243,6 +255,11 @@ class Session:
                 continue
             if len(self.channels) + len(self.joining) >= self.max_channels:
                 actions.append(self._numeric("405", channel, "You have joined too many channels"))
+                continue
+            if self._joins is None:
+                self._joins = WindowLimit(self.join_limit, JOIN_WINDOW)
+            if not self._joins.allow(self._clock()):
+                actions.append(self._notice_id(channel, "msg_join_ratelimit"))
                 continue
             self.joining.add(channel)
             actions.append(JoinChannel(channel))
@@ -268,8 +285,6 @@ class Session:
         return [self._notice_id(channel, msg_id)]
 
     def _on_part(self, message: Message) -> list[Action]:
-        if not message.params:
-            return [self._numeric("461", "PART", "Not enough parameters")]
         actions: list[Action] = []
         for raw in message.params[0].split(","):
             channel = twitch.normalize_channel(raw)
@@ -284,18 +299,15 @@ class Session:
     # ---- chat
     def _on_privmsg(self, message: Message) -> list[Action]:
         if len(message.params) < 2:
-            if not message.params:
-                return [self._numeric("411", "No recipient given (PRIVMSG)")]
             return [self._numeric("412", "No text to send")]
         target, text = message.params[0], message.params[1]
         channel = twitch.normalize_channel(target)
         if not channel.startswith("#"):
             return [self._numeric("401", target, "No such nick/channel")]
-        # Commands may name a channel the user is not in (tmi.js sends /color
-        # to #tmijs); chat may not.
-        command = twitch.is_command(text) and not twitch.is_action(text)
-        if channel not in self.channels and not (command and twitch.is_valid_channel(channel)):
-            return [self._numeric("442", channel, "You're not on that channel")]
+        # Like Twitch, a channel need not be joined to chat in it (dank-twitch-irc
+        # says from a connection that never joins; bots send right after JOIN).
+        if not twitch.is_valid_channel(channel):
+            return [self._notice_id(channel, "msg_channel_suspended")]
         if self.anonymous:
             return [self._notice_id(channel, "msg_login_required")]
         if not text.strip():
@@ -304,7 +316,7 @@ class Session:
         return [Publish(channel, text, client_tags)]
 
     def publish_accepted(self, channel: str, user_state: dict[str, str]) -> list[Action]:
-        if self.wants_commands and channel in self.channels:
+        if self.wants_commands:
             return [self._tagged(user_state, "USERSTATE", [channel])]
         return []
 
@@ -365,16 +377,24 @@ def _one_line(text: str) -> str:
     return text.replace("\r", " ").replace("\n", " ").replace("\0", " ")
 
 
-# IRC command → handler: the whole client-facing command set in one place.
-COMMAND_HANDLERS: dict[str, Callable[[Session, Message], list[Action]]] = {
-    "CAP": Session._on_cap,
-    "PASS": Session._on_pass,
-    "NICK": Session._on_nick,
-    "USER": Session._ignore,
-    "PING": Session._on_ping,
-    "PONG": Session._ignore,
-    "QUIT": Session._on_quit,
-    "JOIN": Session._on_join,
-    "PART": Session._on_part,
-    "PRIVMSG": Session._on_privmsg,
+@dataclass(frozen=True, slots=True)
+class Command:
+    handler: Callable[[Session, Message], list[Action]]
+    min_params: int = 0
+    before_registration: bool = False  # allowed before registration (an allow-list: off by default)
+    too_few: tuple[str, ...] = ()  # the numeric and text for too few parameters, if not 461
+
+
+# IRC command → entry: the whole client-facing command set in one place.
+COMMAND_TABLE: dict[str, Command] = {
+    "CAP": Command(Session._on_cap, 1, before_registration=True),
+    "PASS": Command(Session._on_pass, 1, before_registration=True),
+    "NICK": Command(Session._on_nick, 1, before_registration=True, too_few=("431", "No nickname given")),
+    "USER": Command(Session._ignore, 0, before_registration=True),
+    "PING": Command(Session._on_ping, 0, before_registration=True),
+    "PONG": Command(Session._ignore, 0, before_registration=True),
+    "QUIT": Command(Session._on_quit, 0, before_registration=True),
+    "JOIN": Command(Session._on_join, 1),
+    "PART": Command(Session._on_part, 1),
+    "PRIVMSG": Command(Session._on_privmsg, 1, too_few=("411", "No recipient given (PRIVMSG)")),
 }

@@ -12,6 +12,8 @@ class ExchangeSettings:
     http_listen: tuple[str, int]
     max_queue: int
     edge_max_conns: int
+    history: int
+    channel_idle: float
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ExchangeSettings:
@@ -20,6 +22,11 @@ class ExchangeSettings:
             common=CommonSettings(env),
             http_listen=env.address("EXCHANGE_HTTP_LISTEN", "127.0.0.1:0"),
             # Messages held for one edge that is not taking them; older ones are dropped and counted.
-            max_queue=env.int("EXCHANGE_MAX_QUEUE", 100_000, minimum=100),
+            max_queue=env.int("EXCHANGE_MAX_QUEUE", 100_000, minimum=10),
             edge_max_conns=env.int("EXCHANGE_EDGE_MAX_CONNS", 4, minimum=1),
+            # Recent events kept per channel: gaps are healed and re-subscribing
+            # edges replayed from here, /delete finds messages here.
+            history=env.int("EXCHANGE_HISTORY", 2000, minimum=10),
+            # A channel nobody subscribes to or writes to is forgotten after this long.
+            channel_idle=env.duration("EXCHANGE_CHANNEL_IDLE", "5m"),
         )

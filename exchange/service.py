@@ -1,97 +1,53 @@
 """The exchange: one order per channel, fanned out to the edges that want it.
 
-Publishing assigns each message the next sequence number of its channel and
-appends it, already JSON-encoded, to the queue of every subscribed edge. One
-sender task per edge drains its queue: everything queued goes in one POST,
-and while that POST is in flight the next batch gathers. One request in
-flight per edge keeps every edge's copy in the same order.
+Publishing gives each event the next sequence number of its channel, encodes
+it once, keeps it in the channel's history and queues it for every subscribed
+edge (exchange/links.py delivers at least once; edges drop what they already
+have). Edges that (re)subscribe say how far they got and are replayed the rest
+from the history, so an edge that was forgotten, or that re-subscribes after
+this exchange restarted, misses nothing the history still holds.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
-from collections import OrderedDict, defaultdict, deque
-from typing import Any
 
 import structlog
 from aiohttp import web
 
-from common import twitch
+from common import twitch, wire
 from common.batch import Batcher
 from common.config import parse_url
-from common.internal_http import (
-    InternalClient,
-    InternalServer,
-    RemoteError,
-    json_error,
-    read_json,
-)
+from common.internal_http import ApiError, InternalClient, InternalServer, read_body, reply
 from common.metrics import Metrics
 from common.tasks import cancel_and_wait
+from common.wire import (
+    CLOSED,
+    FORWARDED,
+    Event,
+    EventRange,
+    HeartbeatRequest,
+    LookupReply,
+    LookupRequest,
+    MoveRequest,
+    OutcomeReply,
+    OutcomeRequest,
+    PublishBatch,
+    PublishReply,
+    RangeRequest,
+    SubscribeRequest,
+    SubscriptionReply,
+    SyncRequest,
+)
+from exchange.channels import ChannelLog, ChannelTable, Move
 from exchange.config import ExchangeSettings
+from exchange.links import EdgeLink
 
 log = structlog.get_logger()
 
-# An edge that has failed this many deliveries in a row is forgotten; it
-# re-subscribes through its heartbeat when it is back.
-MAX_FAILURES = 5
 # Messages /delete can reach: Twitch allows six hours.
-RECENT_PER_CHANNEL = 2000
-RECENT_SECONDS = 6 * 3600
-RETRY_DELAY = 0.2
-
-
-class EdgeLink:
-    def __init__(self, url: str, client: InternalClient, boot: str, metrics: Metrics, max_queue: int) -> None:
-        self.url = url
-        self.client = client
-        self.boot = boot
-        self.metrics = metrics
-        self.max_queue = max_queue
-        self.channels: set[str] = set()
-        self.queue: list[bytes] = []
-        self.failures = 0
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self, on_dead) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(on_dead))
-
-    def enqueue(self, encoded: bytes) -> None:
-        self.queue.append(encoded)
-        if len(self.queue) > self.max_queue:
-            dropped = len(self.queue) - self.max_queue
-            del self.queue[:dropped]
-            self.metrics.incr("deliver.dropped", dropped)
-        self._wakeup.set()
-
-    async def _run(self, on_dead) -> None:
-        prefix = b'{"boot":' + json.dumps(self.boot).encode() + b',"messages":['
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self.queue:
-                batch, self.queue = self.queue, []
-                body = prefix + b",".join(batch) + b"]}"
-                try:
-                    await self.client.post("/v1/deliver", body, op="deliver")
-                except RemoteError:
-                    self.failures += 1
-                    self.metrics.incr("deliver.lost", len(batch))
-                    if self.failures >= MAX_FAILURES:
-                        on_dead(self)
-                        return
-                    await asyncio.sleep(RETRY_DELAY)
-                    continue
-                self.failures = 0
-                self.metrics.incr("deliver.batches")
-                self.metrics.incr("deliver.messages", len(batch))
-
-    async def close(self) -> None:
-        await cancel_and_wait(self._task)
-        await self.client.close()
+LOOKUP_SECONDS = 6 * 3600
 
 
 class ExchangeService:
@@ -100,18 +56,9 @@ class ExchangeService:
         self.metrics = metrics
         self.boot = uuid.uuid4().hex
         self.edges: dict[str, EdgeLink] = {}
-        self.subscribers: defaultdict[str, set[EdgeLink]] = defaultdict(set)
-        self.seq: defaultdict[str, int] = defaultdict(int)
-        # Each channel's recent chat messages by id, for /delete (CLEARMSG needs
-        # the sender and the text); the exchange is the one place that sees them all.
-        self.recent: defaultdict[str, OrderedDict[str, dict[str, Any]]] = defaultdict(OrderedDict)
-        # Channels moved to another cluster: {cluster, version, to}; later messages are forwarded.
-        self.moved: dict[str, dict[str, Any]] = {}
-        self.peers: dict[str, tuple[Batcher, InternalClient]] = {}  # forwarding, per new owner
-        # Encoded messages of channels that have moved, for edges that subscribe after a move.
-        self.history: defaultdict[str, deque[tuple[int, bytes]]] = defaultdict(
-            lambda: deque(maxlen=RECENT_PER_CHANNEL)
-        )
+        self.channels = ChannelTable(settings.history, settings.channel_idle)
+        self.peers: dict[str, tuple[Batcher[Event, int], InternalClient]] = {}  # forwarding, per new owner
+        self._sweeper: asyncio.Task[None] | None = None
         self.server = InternalServer(
             settings.common.internal_token,
             [
@@ -119,20 +66,24 @@ class ExchangeService:
                 web.post("/v1/subscribe", self._on_subscribe),
                 web.post("/v1/sync", self._on_sync),
                 web.post("/v1/heartbeat", self._on_heartbeat),
-                web.get("/v1/channels/{channel}", self._on_channel),
+                web.post("/v1/range", self._on_range),
+                web.post("/v1/outcome", self._on_outcome),
                 web.post("/v1/lookup", self._on_lookup),
                 web.post("/v1/move", self._on_move),
+                web.get("/v1/channels/{channel}", self._on_channel),
                 web.get("/health", self._on_health),
             ],
         )
         self.addresses: dict[str, str] = {}
         metrics.gauge_from("edges", lambda: len(self.edges))
-        metrics.gauge_from("channels", lambda: len(self.subscribers))
+        metrics.gauge_from("channels", lambda: len(self.channels))
 
     async def start(self) -> None:
         self.addresses["http"] = await self.server.start(self.settings.http_listen)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def stop(self) -> None:
+        await cancel_and_wait(self._sweeper)
         await self.server.stop()
         for link in list(self.edges.values()):
             await link.close()
@@ -140,8 +91,18 @@ class ExchangeService:
             await batcher.close()
             await client.close()
 
+    async def _sweep(self) -> None:
+        interval = min(self.settings.channel_idle / 2, 5.0)
+        while True:
+            await asyncio.sleep(interval)
+            forgotten = self.channels.sweep()
+            if forgotten:
+                self.metrics.incr("channels.forgotten", forgotten)
+
     # ---- subscriptions
     def _link(self, url: str) -> EdgeLink:
+        if not url.startswith(("http://", "https://")):
+            raise ApiError(400, "edge must be the edge's http URL")
         link = self.edges.get(url)
         if link is None:
             client = InternalClient(
@@ -157,147 +118,172 @@ class ExchangeService:
         log.warning("edge_dropped", remote="edge", url=link.url, failures=link.failures)
         self.metrics.incr("edges.dropped")
         self.edges.pop(link.url, None)
-        for channel in link.channels:
+        for channel in list(link.channels):
             self._remove(link, channel)
         asyncio.get_running_loop().create_task(link.client.close())
 
-    def _add(self, link: EdgeLink, channel: str) -> None:
-        link.channels.add(channel)
-        self.subscribers[channel].add(link)
+    def _add(self, link: EdgeLink, channel: ChannelLog) -> None:
+        link.channels.add(channel.name)
+        channel.subscribers.add(link)
 
-    def _remove(self, link: EdgeLink, channel: str) -> None:
-        link.channels.discard(channel)
-        members = self.subscribers.get(channel)
-        if members is not None:
-            members.discard(link)
-            if not members:
-                del self.subscribers[channel]
+    def _remove(self, link: EdgeLink, name: str) -> None:
+        link.channels.discard(name)
+        channel = self.channels.get(name)
+        if channel is not None:
+            channel.subscribers.discard(link)
 
-    def _edge_url(self, body: dict[str, Any]) -> str:
-        url = body.get("edge")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise web.HTTPBadRequest(
-                text=json.dumps({"error": "bad_request", "message": "edge must be the edge's http URL"}),
-                content_type="application/json",
-            )
-        return url
+    def _answer(self, link: EdgeLink, streams: dict[str, wire.Position] | None = None) -> web.Response:
+        return reply(SubscriptionReply(boot=self.boot, count=len(link.channels), streams=streams or {}))
 
     async def _on_subscribe(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        link = self._link(self._edge_url(body))
-        for op, channel, *replay in body.get("ops", []):
-            if op == "+" and channel in self.moved:
-                link.enqueue(self._moved_notice(channel))  # the edge has not heard yet
-            elif op == "+":
-                if replay:
-                    for version, encoded in self.history.get(channel, ()):
-                        if version >= replay[0]:
-                            link.enqueue(encoded)
-                self._add(link, channel)
-            elif op == "-":
-                self._remove(link, channel)
-        return web.json_response({"boot": self.boot, "count": len(link.channels)})
+        body = await read_body(request, SubscribeRequest)
+        link = self._link(body.edge)
+        streams: dict[str, wire.Position] = {}
+        for op in body.ops:
+            if not op.add:
+                self._remove(link, op.channel)
+                continue
+            channel = self.channels.open(op.channel)
+            if channel.moved is not None:
+                link.enqueue(self._moved_marker(channel), marker=True)  # the edge has not heard yet
+                continue
+            if op.replay_from_version:
+                replay, baseline = channel.since_version(op.replay_from_version)
+                link.enqueue_all(replay)
+                streams[op.channel] = wire.Position(self.boot, channel.gen, baseline)
+            else:
+                streams[op.channel] = channel.position(self.boot)
+            self._add(link, channel)
+        return self._answer(link, streams)
 
     async def _on_sync(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        link = self._link(self._edge_url(body))
-        wanted = set(body.get("channels", []))
-        for channel in link.channels - wanted:
-            self._remove(link, channel)
-        for channel in wanted - link.channels:
+        body = await read_body(request, SyncRequest)
+        link = self._link(body.edge)
+        for name in link.channels - body.channels.keys():
+            self._remove(link, name)
+        streams: dict[str, wire.Position] = {}
+        for name, position in body.channels.items():
+            channel = self.channels.open(name)
+            if position is None:
+                streams[name] = channel.position(self.boot)  # a new subscription: no replay
+            elif position.boot == self.boot and position.gen == channel.gen:
+                link.enqueue_all(channel.since(position.seq))
+            else:
+                # This exchange restarted, or forgot the channel: the edge gets the whole stream.
+                link.enqueue_all(channel.since(0))
+                self.metrics.incr("replays")
             self._add(link, channel)
-        return web.json_response({"boot": self.boot, "count": len(link.channels)})
+        return self._answer(link, streams)
 
     async def _on_heartbeat(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        link = self.edges.get(self._edge_url(body))
-        return web.json_response({"boot": self.boot, "count": len(link.channels) if link else -1})
+        body = await read_body(request, HeartbeatRequest)
+        link = self.edges.get(body.edge)
+        return reply(SubscriptionReply(boot=self.boot, count=len(link.channels) if link else -1))
 
     # ---- publishing
     async def _on_publish(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not all(
-            isinstance(message, dict) and isinstance(message.get("channel"), str) for message in messages
-        ):
-            return json_error(400, "bad_request", "expected {messages: [{channel, ...}, ...]}")
+        body = await read_body(request, PublishBatch)
         started = time.perf_counter()
-        seqs = self.publish(messages)
+        seqs = self.publish(body.events)
         self.metrics.timing("publish", (time.perf_counter() - started) * 1000)
-        return web.json_response({"boot": self.boot, "seqs": seqs})
+        return reply(PublishReply(boot=self.boot, seqs=seqs))
 
-    def publish(self, messages: list[dict[str, Any]]) -> list[int]:
+    def publish(self, events: list[Event]) -> list[int]:
         seqs = []
-        for message in messages:
-            channel = message["channel"]
-            version = int(message.get("rv", 0))
-            moved = self.moved.get(channel)
+        history = self.settings.history
+        for event in events:
+            channel = self.channels.open(event.channel)
+            moved = channel.moved
             if moved is not None:
-                if version < moved["version"]:
+                if event.rv < moved.version:
                     # Ingested before its clue heard of the move: the new owner orders it.
-                    self._forward(moved, {**message, "rv": moved["version"]})
-                    seqs.append(0)
+                    event.rv = moved.version
+                    self._forward(moved, event)
+                    seqs.append(FORWARDED)
                     continue
-                del self.moved[channel]  # the channel has moved back here
-            self.seq[channel] += 1
-            message["seq"] = self.seq[channel]
-            seqs.append(message["seq"])
-            if message.get("command") == "PRIVMSG":
-                self._remember(channel, message)
-            links = self.subscribers.get(channel)
-            if links or version:
-                encoded = json.dumps(message, separators=(",", ":")).encode()
-                if version:  # a channel that has been moved: edges arriving late replay from here
-                    self.history[channel].append((version, encoded))
-                for link in links or ():
-                    link.enqueue(encoded)
-        self.metrics.incr("messages.published", len(messages))
+                channel.moved = None  # the channel has moved back here
+            if event.id:
+                seen = channel.seen(event.id)
+                if seen is not None:  # a retried submission: ordered once
+                    seqs.append(seen)
+                    self.metrics.incr("messages.repeated")
+                    continue
+            encoded = channel.order(event, history)
+            seqs.append(channel.seq)
+            for link in channel.subscribers:
+                link.enqueue(encoded)
+        self.metrics.incr("messages.published", len(events))
         return seqs
+
+    async def _on_outcome(self, request: web.Request) -> web.Response:
+        """Settle submissions an edge could not get an answer for."""
+        body = await read_body(request, OutcomeRequest)
+        channel = self.channels.open(body.channel)
+        seqs = []
+        for message_id in body.ids:
+            seen = channel.seen(message_id)
+            if seen is None:
+                channel.close(message_id)
+                seen = CLOSED
+            seqs.append(seen)
+        return reply(OutcomeReply(seqs=seqs))
+
+    async def _on_range(self, request: web.Request) -> web.Response:
+        """Events an edge is missing from a channel's stream (a gap it saw)."""
+        body = await read_body(request, RangeRequest)
+        channel = self.channels.get(body.channel)
+        if channel is None or body.boot != self.boot or body.gen != channel.gen:
+            return reply(EventRange(events=[], complete=False))
+        found, complete = channel.between(body.after, body.before)
+        self.metrics.incr("range.events", len(found))
+        return web.Response(body=wire.encode_list(b'{"events":', found, b',"complete":%s}' % (
+            b"true" if complete else b"false")), content_type="application/json")
 
     async def _on_channel(self, request: web.Request) -> web.Response:
         """Which edges hold a channel, and how far its sequence has got."""
         name = request.match_info["channel"]
-        channel = name if name.startswith(twitch.WHISPER_PREFIX) else "#" + name.lstrip("#")
-        edges = sorted(link.url for link in self.subscribers.get(channel, ()))
-        return web.json_response({"channel": channel, "edges": edges, "seq": self.seq.get(channel, 0)})
+        name = name if name.startswith(twitch.WHISPER_PREFIX) else "#" + name.lstrip("#")
+        channel = self.channels.get(name)
+        edges = sorted(link.url for link in channel.subscribers) if channel else []
+        return reply({"channel": name, "edges": edges, "seq": channel.seq if channel else 0})
 
     # ---- live moves between clusters
     async def _on_move(self, request: web.Request) -> web.Response:
         """This channel now belongs to another cluster's exchange (`to`)."""
-        body = await read_json(request)
+        body = await read_body(request, MoveRequest)
         try:
-            channel, version, to = str(body["channel"]), int(body["version"]), parse_url(str(body["to"]))
-            cluster = str(body["cluster"])
-        except (KeyError, ValueError):
-            return json_error(400, "bad_request", "expected {channel, cluster, version, to}")
-        current = self.moved.get(channel)
-        if current is None or current["version"] < version:
-            self.moved[channel] = {"cluster": cluster, "version": version, "to": to}
-            notice = self._moved_notice(channel)
+            to = parse_url(body.to)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        channel = self.channels.open(body.channel)
+        if channel.moved is None or channel.moved.version < body.version:
+            channel.moved = Move(body.cluster, body.version, to)
+            marker = self._moved_marker(channel)
             # Queued behind everything already sequenced: an edge switching on it has
             # received every message this exchange ordered for the channel.
-            for link in self.subscribers.get(channel, ()):
-                link.enqueue(notice)
+            for link in channel.subscribers:
+                link.enqueue(marker, marker=True)
             self.metrics.incr("channels.moved")
-            log.info("channel_moved", channel=channel, cluster=cluster, version=version, to=to)
-        return web.json_response({"ok": True})
+            log.info("channel_moved", channel=body.channel, cluster=body.cluster, version=body.version, to=to)
+        return reply({"ok": True})
 
-    def _moved_notice(self, channel: str) -> bytes:
-        moved = self.moved[channel]
-        return json.dumps({"channel": channel, "command": "MOVED", "cluster": moved["cluster"],
-                           "version": moved["version"], "line": ""}).encode()
+    @staticmethod
+    def _moved_marker(channel: ChannelLog) -> bytes:
+        moved = channel.moved
+        assert moved is not None
+        return wire.encode(wire.Moved(channel.name, moved.cluster, moved.version))
 
-    def _forward(self, moved: dict[str, Any], message: dict[str, Any]) -> None:
-        url = moved["to"]
+    def _forward(self, moved: Move, event: Event) -> None:
+        url = moved.to
         if url not in self.peers:
             client = InternalClient(f"exchange:{url}", url, self.settings.common.internal_token, self.metrics,
                                     timeout=self.settings.common.http_timeout)
 
-            async def send(messages: list[dict[str, Any]]) -> list[int]:
-                return (await client.post("/v1/publish", {"messages": messages}, op="forward"))["seqs"]
+            async def send(events: list[Event]) -> list[int]:
+                return (await client.post("/v1/publish", PublishBatch(events), op="forward", answer=PublishReply)).seqs
 
             self.peers[url] = (Batcher(send), client)
-        self.peers[url][0].submit(message).add_done_callback(self._forwarded)
+        self.peers[url][0].submit(event).add_done_callback(self._forwarded)
 
     def _forwarded(self, future: asyncio.Future[int]) -> None:
         if not future.cancelled() and future.exception() is not None:
@@ -305,26 +291,14 @@ class ExchangeService:
         else:
             self.metrics.incr("messages.forwarded")
 
-    def _remember(self, channel: str, message: dict[str, Any]) -> None:
-        recent = self.recent[channel]
-        message_id = message.get("tags", {}).get("id")
-        if message_id:
-            recent[message_id] = message
-            if len(recent) > RECENT_PER_CHANNEL:
-                recent.popitem(last=False)
-
     async def _on_lookup(self, request: web.Request) -> web.Response:
         """A recent message of a channel by id: its sender, text and time."""
-        body = await read_json(request)
-        message = self.recent.get(str(body.get("channel")), {}).get(str(body.get("id")))
-        if message is None or int(message["tags"].get("tmi-sent-ts", 0)) < (time.time() - RECENT_SECONDS) * 1000:
-            return json_error(404, "not_found", "no such recent message")
-        source, _, rest = message["line"].partition(" PRIVMSG ")
-        return web.json_response({
-            "login": source.lstrip(":").split("!", 1)[0],
-            "text": rest.partition(" :")[2],
-            "sent_ms": int(message["tags"].get("tmi-sent-ts", 0)),
-        })
+        body = await read_body(request, LookupRequest)
+        channel = self.channels.get(body.channel)
+        event = channel.find(body.id) if channel else None
+        if event is None or event.sent_ms < (time.time() - LOOKUP_SECONDS) * 1000:
+            raise ApiError(404, "no such recent message")
+        return reply(LookupReply(login=event.login, text=event.text, sent_ms=event.sent_ms))
 
     async def _on_health(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "boot": self.boot, "edges": len(self.edges)})
+        return reply({"ok": True, "boot": self.boot, "edges": len(self.edges), "channels": len(self.channels)})

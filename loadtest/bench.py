@@ -14,6 +14,7 @@ import platform
 import random
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
+from common import wire
 from loadtest.fleet import FleetConfig, FleetGroup
 from loadtest.systems import ChatdSystem, NgircdSystem, RawSystem, Sender, System
 from loadtest.traffic import drive, zipf_sizes
@@ -229,7 +231,7 @@ async def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
         cluster = system.cluster
         clue_url = cluster.clue_urls[0]
         headers = {"Authorization": f"Bearer {cluster.internal_token}"}
-        users = [{"login": f"user{i}", "user_id": str(10_000 + i), "display_name": f"user{i}"}
+        users = [wire.Identity(login=f"user{i}", user_id=str(10_000 + i), display_name=f"user{i}")
                  for i in range(args.users)]
         cold = [f"#cold{i}" for i in range(20)]
         before = {a: await commandstats(a) for a in cluster.redis_addresses}
@@ -245,12 +247,13 @@ async def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
                 for _ in range(args.batch):
                     sequence += 1
                     channel = "#hot" if random.random() < args.hot_share else random.choice(cold)
-                    batch.append({"channel": channel, "text": f"m {sequence}", "client_tags": {},
-                                  "identity": users[sequence % len(users)], "origin": "bench/0"})
-                async with session.post(f"{clue_url}/v1/messages", json={"messages": batch}, headers=headers) as r:
-                    results = (await r.json())["results"]
+                    batch.append(wire.Submission(id=str(uuid.uuid4()), channel=channel, text=f"m {sequence}",
+                                                 identity=users[sequence % len(users)], origin="bench/0"))
+                body = wire.encode(wire.SubmitBatch(batch))
+                async with session.post(f"{clue_url}/v1/messages", data=body, headers=headers) as r:
+                    results = wire.decode(await r.read(), wire.SubmitResults).results
                 sent += len(batch)
-                accepted += sum(1 for result in results if result["ok"])
+                accepted += sum(1 for result in results if result.ok)
 
         started = loop.time()
         async with aiohttp.ClientSession() as session:
@@ -335,8 +338,8 @@ async def scenario_keepalive(args: argparse.Namespace) -> dict[str, Any]:
         cluster = system.cluster
         edge_url = cluster.components["edge-0"].addresses["http"]
         headers = {"Authorization": f"Bearer {cluster.internal_token}", "Content-Type": "application/json"}
-        body = json.dumps({"boot": "bench", "messages": [{"channel": "#nobody", "seq": 1, "tags": {},
-                                                           "line": ":a!a@a PRIVMSG #nobody :x"}]})
+        body = wire.encode(wire.DeliverBatch(boot="bench", events=[
+            wire.Event(channel="#nobody", command="PRIVMSG", line=":a!a@a PRIVMSG #nobody :x", seq=1)]))
         results = []
         for mode in ("keepalive", "new-connection"):
             connector = aiohttp.TCPConnector(limit=args.concurrency, force_close=(mode == "new-connection"))

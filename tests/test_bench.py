@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from support import running_cluster
 
+from loadtest.systems import BENCH_ENV
+
 CHATD = str(Path(sys.executable).parent / "chatd")
 
 SCENARIOS = {
@@ -51,7 +53,7 @@ def test_bench_scenario_runs_and_writes_json_and_plot(tmp_path, scenario):
 
 @pytest.mark.asyncio
 async def test_swarm_generator_spreads_connections_over_processes(tmp_path):
-    async with running_cluster(tmp_path, edges=1, env={"RATE_LIMIT": "100000"}) as cluster:
+    async with running_cluster(tmp_path, edges=1, env=BENCH_ENV) as cluster:
         irc_port, _ = cluster.edge_addresses(0)
         output = tmp_path / "swarm.json"
         process = await asyncio.create_subprocess_exec(

@@ -14,7 +14,7 @@ from loadtest.bench import commandstats
 
 # Commands the per-message check script runs inside Redis (INFO counts them too).
 SCRIPT_COMMANDS = {"evalsha", "get", "pttl", "time", "hmget", "zremrangebyscore", "zcard", "zadd", "pexpire", "hset",
-                   "sadd"}
+                   "sadd", "zscore"}
 
 
 def login_on(ring: Ring, url: str, prefix: str) -> str:

@@ -31,7 +31,7 @@ async def test_internal_apis_refuse_requests_without_the_internal_token(cluster)
             for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token"}):
                 async with http.post(url, json=body, headers=headers) as response:
                     assert response.status == 401, url
-                    assert (await response.json())["error"] == "unauthorized"
+                    assert (await response.json())["error"] == "Unauthorized"
     for url in (cluster.clue_urls[0], cluster.exchange_urls[0], cluster.components["edge-0"].addresses["http"]):
         assert url.startswith("http://127.0.0.1:")  # loopback by default
     await viewer.send("PRIVMSG #inside :real")

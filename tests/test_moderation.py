@@ -254,7 +254,7 @@ async def test_http_moderation_api(cluster):
         async with http.post(f"{url}/commands", json={"command": "/slow 10"}, headers=nobody) as r:
             assert r.status == 403 and (await r.json())["msg_id"] == "no_permission"
         async with http.post(f"{url}/commands", json={"command": "/slow 10"}, headers={"Authorization": "Bearer x"}) as r:
-            assert r.status == 401 and (await r.json())["error"] == "unauthorized"
+            assert r.status == 401 and (await r.json())["error"] == "Unauthorized"
         async with http.post(f"{url}/commands", json={"command": "hello"}, headers=bot) as r:
             assert r.status == 400 and "error" in await r.json()
         async with http.get(url, headers=nobody) as r:

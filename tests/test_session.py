@@ -1,6 +1,8 @@
 """The edge's sans-I/O connection state machine, fed strings."""
+import pytest
+
 from common.irc import LineTooLong
-from common.tokens import Identity
+from common.wire import Identity
 from edge.session import (
     Authenticate,
     Close,
@@ -103,9 +105,10 @@ def test_join_part_and_privmsg():
     assert session.receive("@client-nonce=n;badges=staff/1 PRIVMSG #foo :hi there") == [
         Publish("#foo", "hi there", {"client-nonce": "n"})
     ]
-    assert lines(session.receive("PRIVMSG #bar :not yet")) == [
-        ":tmi.twitch.tv 442 alice #bar :You're not on that channel"
-    ]
+    # As on Twitch: chat needs no completed JOIN (#bar is still joining) or any JOIN (#baz).
+    assert session.receive("PRIVMSG #bar :not yet") == [Publish("#bar", "not yet", {})]
+    assert session.receive("PRIVMSG #baz :drive-by") == [Publish("#baz", "drive-by", {})]
+    assert lines(session.publish_accepted("#baz", {"id": "x"})) == ["@id=x :tmi.twitch.tv USERSTATE #baz"]
     actions = session.receive("PART #foo")
     assert actions[0] == PartChannel("#foo")
     assert lines(actions) == [":alice!alice@alice.tmi.twitch.tv PART #foo"]
@@ -138,3 +141,41 @@ def test_commands_before_registration_are_refused():
     session = Session()
     assert lines(session.receive("JOIN #foo")) == [":tmi.twitch.tv 451 * JOIN :You have not registered"]
     assert lines(session.receive("NICK Bad-Nick!")) == [":tmi.twitch.tv 432 * bad-nick! :Erroneous nickname"]
+
+
+COMMAND_CASES = [
+    # (registered, line, expected replies): the command table's checks, run before any handler.
+    (False, "JOIN #foo", [":tmi.twitch.tv 451 * JOIN :You have not registered"]),
+    (False, "PRIVMSG #foo :hi", [":tmi.twitch.tv 451 * PRIVMSG :You have not registered"]),
+    (False, "WHO #foo", [":tmi.twitch.tv 451 * WHO :You have not registered"]),
+    (False, "NICK", [":tmi.twitch.tv 431 * :No nickname given"]),
+    (False, "PASS", [":tmi.twitch.tv 461 * PASS :Not enough parameters"]),
+    (False, "CAP", [":tmi.twitch.tv 461 * CAP :Not enough parameters"]),
+    (False, "USER a 0 * :a", []),
+    (False, "PING :x", [":tmi.twitch.tv PONG tmi.twitch.tv :x"]),
+    (True, "JOIN", [":tmi.twitch.tv 461 alice JOIN :Not enough parameters"]),
+    (True, "PART", [":tmi.twitch.tv 461 alice PART :Not enough parameters"]),
+    (True, "PRIVMSG", [":tmi.twitch.tv 411 alice :No recipient given (PRIVMSG)"]),
+    (True, "PRIVMSG #foo", [":tmi.twitch.tv 412 alice :No text to send"]),
+    (True, "PRIVMSG nobody :hi", [":tmi.twitch.tv 401 alice nobody :No such nick/channel"]),
+    (True, "PRIVMSG #Not-A-Channel :hi",
+     ["@msg-id=msg_channel_suspended :tmi.twitch.tv NOTICE * :This channel does not exist or has been suspended."]),
+]
+
+
+@pytest.mark.parametrize(("is_registered", "line", "expected"), COMMAND_CASES)
+def test_command_table_checks_registration_and_parameters(is_registered, line, expected):
+    session = registered() if is_registered else Session()
+    assert lines(session.receive(line)) == expected
+
+
+def test_joins_are_limited_per_connection_anonymous_ones_too():
+    now = [100.0]
+    session = Session(join_limit=3, clock=lambda: now[0])
+    session.receive("NICK justinfan42")
+    assert session.receive("JOIN #a,#b,#c") == [JoinChannel("#a"), JoinChannel("#b"), JoinChannel("#c")]
+    assert lines(session.receive("JOIN #d")) == [
+        ":tmi.twitch.tv NOTICE #d :You are joining channels too quickly. Try again in a few seconds."
+    ]
+    now[0] += 10.0
+    assert session.receive("JOIN #d") == [JoinChannel("#d")]

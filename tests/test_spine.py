@@ -148,9 +148,9 @@ async def test_bad_input_gets_twitch_replies_and_harms_no_one(cluster):
     await asyncio.wait_for(intruder.closed.wait(), 5)
     await intruder.close()
 
-    # PRIVMSG to a channel not joined.
+    # PRIVMSG to a channel not joined is relayed, as on Twitch; its members get it.
     await carol.send("PRIVMSG #elsewhere :anyone?")
-    await carol.expect(r" 442 carol #elsewhere :You're not on that channel$")
+    await carol.expect(r" USERSTATE #elsewhere$")
 
     # An anonymous login may read but not talk.
     lurker = await cluster.client("justinfan12345", edge=0, channels=(channel,))

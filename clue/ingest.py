@@ -1,0 +1,214 @@
+"""Ingestion of a batch of submissions: validate, check, stamp, publish.
+
+Each submission ends in exactly one outcome the sender is told: accepted (with
+its USERSTATE), refused (a NOTICE msg-id), or, when the exchange may have
+ordered it without saying so, unknown — the edge then asks again with the same
+message id, which every step treats idempotently.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from clue import stamp
+from clue.channels import ChannelCache, ChannelState
+from clue.commands import Commands, Role, role_of
+from clue.config import ClueSettings
+from clue.emotes import emotes_tag
+from clue.publisher import Exchanges
+from clue.shards import ShardSet, ShardUnavailable, channel_key, pipeline_call
+from clue.validation import DUPLICATE_WINDOW_MS, Check, now_ms, run_checks
+from common import twitch
+from common.internal_http import RemoteError
+from common.irc import Message, serialize_tags
+from common.metrics import Metrics
+from common.wire import CLOSED, Event, Identity, Outcome, Submission
+
+UNAVAILABLE = "msg_service_unavailable"
+# What the checks of one batch may take, retries included; well inside the
+# edge's HTTP timeout so the edge hears the answer.
+MIN_CHECK_BUDGET = 1.0
+
+
+class Rejected(Exception):
+    def __init__(self, msg_id: str, **fill: Any) -> None:
+        super().__init__(msg_id)
+        self.msg_id = msg_id
+        self.fill = fill
+
+
+@dataclass(slots=True)
+class Pending:
+    """One message of a batch on its way through the checks."""
+
+    index: int
+    submission: Submission
+    state: ChannelState
+    check: Check
+    text: str
+    emotes: str
+    role: Role
+    command: bool
+
+
+def early_verdict(state: ChannelState, identity: Identity, role: Role, only_emotes: bool) -> str:
+    """Refusals decided from cached channel state; the check script reports them
+    after bans and timeouts, keeping Twitch's order."""
+    settings = state.settings
+    if settings["subs_only"] and role < Role.VIP and not identity.subscriber:
+        return "msg_subsonly"
+    if settings["emote_only"] and role < Role.MODERATOR and not only_emotes:
+        return "msg_emoteonly"
+    return ""
+
+
+def refusal(metrics: Metrics, channel: str, msg_id: str, **fill: Any) -> Outcome:
+    metrics.incr(f"messages.rejected.{msg_id}")
+    return Outcome(ok=False, msg_id=msg_id, text=twitch.notice_text(msg_id, channel=channel, **fill))
+
+
+class Ingest:
+    def __init__(self, settings: ClueSettings, metrics: Metrics, shards: ShardSet, channels: ChannelCache,
+                 exchanges: Exchanges, commands: Commands) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.shards = shards
+        self.channels = channels
+        self.exchanges = exchanges
+        self.commands = commands
+        self.check_budget = min(max(MIN_CHECK_BUDGET, 4 * settings.cache_timeout),
+                                0.6 * settings.common.http_timeout)
+
+    async def run(self, submissions: list[Submission]) -> list[Outcome]:
+        """Validate, stamp and publish a batch; one outcome per submission, in order."""
+        self.metrics.incr("messages.received", len(submissions))
+        results: list[Outcome | None] = [None] * len(submissions)
+        pending: list[Pending] = []
+        for index, submission in enumerate(submissions):
+            try:
+                prepared = await self._prepare(index, submission)
+            except Rejected as rejected:
+                results[index] = refusal(self.metrics, submission.channel, rejected.msg_id, **rejected.fill)
+                continue
+            if prepared.command:
+                results[index] = await self.run_command(submission.identity, prepared.state, prepared.text)
+            else:
+                pending.append(prepared)
+
+        await run_checks(self.shards, [entry.check for entry in pending], self.check_budget)
+        await self._check_unique(pending)
+
+        publishing: list[tuple[Pending, asyncio.Future[int]]] = []
+        for entry in pending:
+            check = entry.check
+            if check.verdict != "ok":
+                seconds = max(1, round(check.number / 1000)) if check.number else ""
+                results[entry.index] = refusal(self.metrics, entry.state.name, check.verdict, seconds=seconds)
+                continue
+            publishing.append((entry, self.exchanges.publish(self._stamp(entry))))
+
+        for entry, future in publishing:
+            results[entry.index] = await self._published(entry, future)
+        return results  # type: ignore[return-value]
+
+    async def _published(self, entry: Pending, future: asyncio.Future[int]) -> Outcome:
+        channel = entry.state.name
+        try:
+            seq = await future
+        except RemoteError as exc:
+            if exc.refused:  # the exchange never got it
+                return refusal(self.metrics, channel, UNAVAILABLE)
+            # It may have been ordered: the edge settles it with the same id.
+            self.metrics.incr("messages.unknown")
+            return Outcome(ok=False, msg_id=UNAVAILABLE, unknown=True)
+        if seq == CLOSED:  # settled as refused while this attempt was under way
+            return refusal(self.metrics, channel, UNAVAILABLE)
+        self.metrics.incr("messages.accepted")
+        identity = entry.submission.identity
+        user_state = stamp.user_state_tags(identity, entry.state, entry.submission.id, color=entry.check.color)
+        return Outcome(ok=True, user_state=user_state)
+
+    async def _prepare(self, index: int, submission: Submission) -> Pending:
+        channel, text, identity = submission.channel, submission.text, submission.identity
+        if not twitch.is_valid_channel(channel):
+            raise Rejected("msg_channel_suspended")
+        if len(text) > twitch.MAX_MESSAGE_CHARS:
+            raise Rejected("msg_too_long")
+        if not text.strip() or any(char in text for char in "\r\n\0"):
+            raise Rejected("msg_bad_request")
+        try:
+            state = await self.channels.get(channel)
+        except ShardUnavailable:
+            raise Rejected(UNAVAILABLE) from None
+        role = role_of(identity.login, state)
+        command = twitch.is_command(text)
+        if twitch.is_action(text):
+            text = f"\x01ACTION {text.partition(' ')[2]}\x01"
+            command = False
+        emotes, only_emotes = emotes_tag(text, self.settings.emotes)
+        check = Check(
+            user_id=identity.user_id,
+            channel=channel,
+            text=text,
+            member=submission.id,
+            rate_limit=self.settings.rate_limit_privileged if role >= Role.VIP else self.settings.rate_limit,
+            rate_window_ms=int(self.settings.rate_window * 1000),
+            # Twitch's exemptions: VIPs skip slow and subscribers-only mode,
+            # moderators and the broadcaster every mode and the duplicate check.
+            duplicate_window_ms=0 if role >= Role.MODERATOR else DUPLICATE_WINDOW_MS,
+            slow_ms=state.settings["slow"] * 1000 if role < Role.VIP else 0,
+            early_verdict=early_verdict(state, identity, role, only_emotes),
+        )
+        return Pending(index, submission, state, check, text, emotes, role, command)
+
+    async def run_command(self, identity: Identity, state: ChannelState, text: str) -> Outcome:
+        self.metrics.incr("commands.received")
+        try:
+            outcome = await self.commands.run(identity, state, text)
+            for event in outcome.broadcasts:
+                await self.exchanges.publish(event)
+        except (ShardUnavailable, RemoteError):
+            return refusal(self.metrics, state.name, UNAVAILABLE)
+        self.metrics.incr(f"commands.{'done' if outcome.ok else 'refused'}")
+        return outcome.answer(state.name)
+
+    async def _check_unique(self, pending: list[Pending]) -> None:
+        """Unique-chat mode: a message must not repeat one sent in the channel
+        in the last hour. This costs a second round trip, to the channel's
+        shard, and only while the mode is on."""
+        for entry in pending:
+            if entry.check.verdict != "ok" or not entry.state.settings["r9k"] or entry.role >= Role.MODERATOR:
+                continue
+            digest = hashlib.blake2b(entry.text.strip().lower().encode(), digest_size=12).hexdigest()
+            key = channel_key(entry.state.name, f"r9k:{digest}")
+            try:
+                [fresh] = await pipeline_call(self.shards.for_key(key), "r9k", [("SET", key, "1", "NX", "EX", 3600)])
+            except ShardUnavailable:
+                entry.check.verdict = UNAVAILABLE
+                continue
+            if not fresh:
+                entry.check.verdict = "msg_r9k"
+
+    def _stamp(self, entry: Pending) -> Event:
+        """The accepted message as every edge will write it: formatted here, once."""
+        submission, state = entry.submission, entry.state
+        identity = submission.identity
+        sent_ms = now_ms()
+        tags = stamp.privmsg_tags(
+            identity,
+            state,
+            message_id=submission.id,
+            sent_ms=sent_ms,
+            first_msg=entry.check.number == 1,
+            client_tags=submission.client_tags,
+            color=entry.check.color,
+            emotes=entry.emotes,
+        )
+        line = Message(
+            source=twitch.user_source(identity.login), command="PRIVMSG", params=[state.name, entry.text]
+        ).serialize_without_tags(trailing=True)
+        return Event(channel=state.name, command="PRIVMSG", line=line, tags=serialize_tags(tags),
+                     id=submission.id, login=identity.login, text=entry.text, sent_ms=sent_ms,
+                     origin=submission.origin)

@@ -1,0 +1,261 @@
+"""Every message that crosses a process boundary between chatd services.
+
+One typed definition per message (msgspec Structs) and one codec. A chat event
+is formatted once, by the clue that accepts it: `line` is the IRC line without
+tags and `tags` Twitch's tag string, already escaped, so an edge writes
+`@{tags} {line}` or `{line}` without re-serializing anything, and the exchange
+reads sender, text and time as fields instead of parsing lines back.
+
+    edge → clue        LoginRequest → LoginReply, JoinRequest → JoinReply,
+                       SubmitBatch → SubmitResults, TailRequest → EventRange
+    clue → exchange    PublishBatch → PublishReply, MoveRequest, LookupRequest → LookupReply
+    edge → exchange    SubscribeRequest / SyncRequest / HeartbeatRequest → SubscriptionReply,
+                       RangeRequest → EventRange, OutcomeRequest → OutcomeReply
+    exchange → edge    DeliverBatch → DeliverReply
+"""
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+T = TypeVar("T")
+
+DecodeError = (msgspec.DecodeError, msgspec.ValidationError)
+
+
+class Identity(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
+    """Who a logged-in connection is, as its token says."""
+
+    login: str
+    user_id: str
+    display_name: str
+    color: str = ""
+    subscriber: bool = False
+
+
+class Event(msgspec.Struct, omit_defaults=True, gc=False):
+    """One line for a channel (PRIVMSG, CLEARCHAT, ROOMSTATE, WHISPER, …) in its one order."""
+
+    channel: str
+    command: str
+    line: str  # the IRC line without tags
+    tags: str = ""  # Twitch's tags, escaped: the tagged line is "@" + tags + " " + line
+    id: str = ""  # message id (chat, whispers): idempotent publishing, /delete
+    login: str = ""  # the sender of chat
+    text: str = ""
+    sent_ms: int = 0
+    origin: str = ""  # "<edge id>/<connection id>" that sent it: not echoed back there
+    seq: int = 0  # the channel's sequence number, given by the exchange
+    gen: int = 0  # the exchange's generation of the channel's stream (state evicted → new one)
+    rv: int = 0  # the route version the publishing clue knew (live moves)
+
+
+class Moved(msgspec.Struct, gc=False):
+    """Everything ordered for `channel` before this marker has been sent; it lives in `cluster` now."""
+
+    channel: str
+    cluster: str
+    version: int
+
+
+class Position(msgspec.Struct, array_like=True, gc=False):
+    """How far an edge has delivered a channel's stream."""
+
+    boot: str
+    gen: int
+    seq: int
+
+
+# ---- edge → clue
+
+
+class LoginRequest(msgspec.Struct):
+    token: str
+
+
+class LoginReply(msgspec.Struct):
+    identity: Identity
+
+
+class JoinRequest(msgspec.Struct):
+    channel: str
+    identity: Identity | None = None
+
+
+class JoinReply(msgspec.Struct, omit_defaults=True):
+    ok: bool
+    msg_id: str = ""
+    room_state: dict[str, str] = {}
+    user_state: dict[str, str] = {}
+    cluster: str = "main"
+
+
+class Submission(msgspec.Struct, omit_defaults=True, gc=False):
+    """A chat line a user sent; `id` is chosen by the edge and stays the same on every retry."""
+
+    id: str
+    channel: str
+    text: str
+    identity: Identity
+    origin: str = ""
+    client_tags: dict[str, str] = {}
+
+
+class SubmitBatch(msgspec.Struct):
+    messages: list[Submission]
+
+
+class Outcome(msgspec.Struct, omit_defaults=True, gc=False):
+    """What happened to a submission: accepted chat carries the sender's USERSTATE
+    tags; a refusal or a command's answer carries a NOTICE msg-id and text.
+    `unknown`: it may or may not have been published; ask again with the same id."""
+
+    ok: bool
+    msg_id: str = ""
+    text: str = ""
+    user_state: dict[str, str] | None = None
+    unknown: bool = False
+
+
+class SubmitResults(msgspec.Struct):
+    results: list[Outcome]
+
+
+class TailRequest(msgspec.Struct):
+    """What this clue published to `exchange` during its boot `boot`, per channel
+    after the sequence number given."""
+
+    exchange: str
+    boot: str
+    after: dict[str, int]
+
+
+# ---- clue → exchange
+
+# PublishReply.seqs: a sequence number, or one of these.
+FORWARDED = 0  # the channel moved: handed to its new exchange, which orders it
+CLOSED = -1  # the id was settled as never published (OutcomeRequest): refused
+
+
+class PublishBatch(msgspec.Struct):
+    events: list[Event]
+
+
+class PublishReply(msgspec.Struct):
+    boot: str
+    seqs: list[int]
+
+
+class MoveRequest(msgspec.Struct):
+    channel: str
+    cluster: str
+    version: int
+    to: str
+
+
+class LookupRequest(msgspec.Struct):
+    channel: str
+    id: str
+
+
+class LookupReply(msgspec.Struct):
+    login: str
+    text: str
+    sent_ms: int
+
+
+# ---- edge → exchange
+
+
+class SubscribeOp(msgspec.Struct, omit_defaults=True, gc=False):
+    channel: str
+    add: bool = True
+    replay_from_version: int = 0  # after a live move: what was ordered since this route version
+
+
+class SubscribeRequest(msgspec.Struct):
+    edge: str
+    ops: list[SubscribeOp]
+
+
+class SyncRequest(msgspec.Struct):
+    """Replace everything the exchange holds for this edge; replay what each
+    channel's stream has ordered since the edge's position (none: no replay)."""
+
+    edge: str
+    channels: dict[str, Position | None]
+
+
+class HeartbeatRequest(msgspec.Struct):
+    edge: str
+    count: int
+
+
+class SubscriptionReply(msgspec.Struct, omit_defaults=True):
+    boot: str
+    count: int
+    # Channels just added: where their stream stands, so the edge can tell a gap.
+    streams: dict[str, Position] = {}
+
+
+class RangeRequest(msgspec.Struct):
+    channel: str
+    boot: str
+    gen: int
+    after: int
+    before: int
+
+
+class EventRange(msgspec.Struct):
+    events: list[Event]
+    complete: bool
+
+
+class OutcomeRequest(msgspec.Struct):
+    """Settle submissions whose fate is unknown: were they ordered? Those that
+    were not can never be from now on."""
+
+    channel: str
+    ids: list[str]
+
+
+class OutcomeReply(msgspec.Struct):
+    seqs: list[int]  # a sequence number, or CLOSED
+
+
+# ---- exchange → edge
+
+
+class DeliverBatch(msgspec.Struct):
+    boot: str
+    events: list[Event]
+    moves: list[Moved] = []
+
+
+class DeliverReply(msgspec.Struct):
+    delivered: int
+
+
+# ---- one codec
+
+_encoder = msgspec.json.Encoder()
+_decoders: dict[Any, msgspec.json.Decoder] = {}
+
+
+def encode(message: Any) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode(data: bytes | str, kind: type[T]) -> T:
+    """Raises one of `DecodeError` for malformed JSON or a wrong shape."""
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    return decoder.decode(data)
+
+
+def encode_list(prefix: bytes, items: list[bytes], suffix: bytes) -> bytes:
+    """A JSON array of already-encoded items between two fixed parts: how a
+    message encoded once is reused in every batch it travels in."""
+    return prefix + b"[" + b",".join(items) + b"]" + suffix
