@@ -308,7 +308,8 @@ class LocalCluster:
         """Wait until supervision has brought `name` back `count` times in all; it is then running.
 
         Waits for ever: give it a deadline (`asyncio.wait_for`)."""
-        return await self.supervisor.wait_restarted(name, count)
+        await self.supervisor.wait_restarted(name, count)
+        return self.components[name]
 
     def edge_addresses(self, index: int) -> tuple[int, int]:
         """(IRC port, WebSocket port) of edge `index`."""

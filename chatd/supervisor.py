@@ -12,11 +12,26 @@ import logging
 import signal
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from chatd.cluster import Component, LocalCluster
+
+class Supervised(Protocol):
+    """A component as supervision sees it."""
+
+    process: asyncio.subprocess.Process
+    addresses: dict[str, str]
+    stopping: bool  # the cluster asked it to stop: not an exit to restart
+
+
+class Restartable(Protocol):
+    """What supervision needs from the cluster (chatd.cluster.LocalCluster)."""
+
+    @property
+    def components(self) -> Mapping[str, Supervised]: ...
+    async def restart(self, name: str) -> Supervised: ...
+    def kill(self, name: str) -> None: ...
 
 RESTART_FIRST_DELAY = 0.5  # s before a restart (systemd's RestartSec); doubles after each exit...
 RESTART_MAX_DELAY = 10.0  # ...up to this
@@ -61,7 +76,7 @@ class RestartBackoff:
 
 
 class Supervisor:
-    def __init__(self, cluster: LocalCluster) -> None:
+    def __init__(self, cluster: Restartable) -> None:
         self.cluster = cluster
         # How often each component was brought back, and a wake-up for `wait_restarted`.
         self.restarts: Counter[str] = Counter()
@@ -78,7 +93,7 @@ class Supervisor:
             task.cancel()
             await asyncio.wait([task])
 
-    async def wait_restarted(self, name: str, count: int = 1) -> Component:
+    async def wait_restarted(self, name: str, count: int = 1) -> Supervised:
         async with self._restarted:
             await self._restarted.wait_for(lambda: self.restarts[name] >= count)
         return self.cluster.components[name]
@@ -106,7 +121,7 @@ class Supervisor:
             async with self._restarted:
                 self._restarted.notify_all()
 
-    async def _bring_back(self, name: str, backoff: RestartBackoff, why: str, up_since: float) -> Component | None:
+    async def _bring_back(self, name: str, backoff: RestartBackoff, why: str, up_since: float) -> Supervised | None:
         """Restart `name` after a growing delay, as often as it takes (one log line a try); None
         once it is stopped on purpose (`stop_component`)."""
         while not self.cluster.components[name].stopping:

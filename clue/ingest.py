@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from clue import stamp
+from clue import limits, stamp
 from clue.channels import ChannelCache, ChannelState
 from clue.commands import Commands, Role, role_of
 from clue.config import ClueSettings
@@ -93,7 +93,8 @@ class Ingest:
                 results[index] = refusal(self.metrics, submission.channel, rejected.msg_id, **rejected.fill)
                 continue
             if prepared.command:
-                results[index] = await self.run_command(submission.identity, prepared.state, prepared.text)
+                results[index] = await self.run_command(submission.identity, prepared.state, prepared.text,
+                                                        submission.id)
             else:
                 pending.append(prepared)
 
@@ -163,9 +164,12 @@ class Ingest:
         )
         return Pending(index, submission, state, check, text, emotes, role, command)
 
-    async def run_command(self, identity: Identity, state: ChannelState, text: str) -> Outcome:
+    async def run_command(self, identity: Identity, state: ChannelState, text: str, event_id: str) -> Outcome:
         self.metrics.incr("commands.received")
         try:
+            refused = await self._command_limits(identity, state, text, event_id)
+            if refused:
+                return refusal(self.metrics, state.name, refused)
             outcome = await self.commands.run(identity, state, text)
             for event in outcome.broadcasts:
                 await self.exchanges.publish(event)
@@ -173,6 +177,20 @@ class Ingest:
             return refusal(self.metrics, state.name, UNAVAILABLE)
         self.metrics.incr(f"commands.{'done' if outcome.ok else 'refused'}")
         return outcome.answer(state.name)
+
+    async def _command_limits(self, identity: Identity, state: ChannelState, text: str, event_id: str) -> str:
+        """A command counts as a message against the sender's rate, as on Twitch;
+        a whisper also against the whisper windows. The refusal's msg-id, or ""."""
+        role = role_of(identity.login, state)
+        limit = self.settings.rate_limit_privileged if role >= Role.VIP else self.settings.rate_limit
+        rate = ((limit, int(self.settings.rate_window * 1000)),)
+        if await limits.charge(self.shards, identity.user_id, "rate", event_id, rate):
+            return "msg_ratelimit"
+        if text[1:].split(" ", 1)[0].lower() == "w":
+            full = await limits.charge(self.shards, identity.user_id, "whispers", event_id, limits.WHISPER_WINDOWS)
+            if full:
+                return limits.WHISPER_REFUSALS[full - 1]
+        return ""
 
     async def _check_unique(self, pending: list[Pending]) -> None:
         """Unique-chat mode: a message must not repeat one sent in the channel

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import msgspec
 import structlog
@@ -193,7 +194,7 @@ class ClueService:
         text = body.command.strip()
         if not twitch.is_command(text) or any(char in text for char in "\r\n\0"):
             raise ApiError(400, 'expected {"command": "/name args"} on one line')
-        outcome = await self.ingest.run_command(identity, state, text)
+        outcome = await self.ingest.run_command(identity, state, text, str(uuid.uuid4()))
         status = 200 if outcome.ok else API_STATUS.get(outcome.msg_id, 400)
         return reply({"ok": outcome.ok, "msg_id": outcome.msg_id, "text": outcome.text}, status=status)
 

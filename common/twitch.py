@@ -101,6 +101,8 @@ NOTICE_TEXTS: dict[str, str] = {
     "whisper_invalid_self": "You cannot whisper to yourself.",
     "whisper_invalid_login": "No user matching that username: {user}",
     "msg_join_ratelimit": "You are joining channels too quickly. Try again in a few seconds.",
+    "whisper_limit_per_sec": "You are sending whispers too fast. Try again in a second.",
+    "whisper_limit_per_min": "You are sending whispers too fast. Try again in a minute.",
 }
 
 

@@ -303,7 +303,7 @@ class EdgeService:
             if future.cancelled() or not conn.open:
                 return
             outcome = future.result()
-            if outcome.ok and not outcome.msg_id:
+            if outcome.ok and chat:
                 self.metrics.incr("messages.accepted")
                 user_state = outcome.user_state or fallback_user_state(identity, submission.id)
                 self.execute(conn, conn.session.publish_accepted(action.channel, user_state))
@@ -399,6 +399,7 @@ class EdgeService:
         return reply({
             "ok": True,
             "connections": len(self.conns),
+            "paused": sum(conn.paused for conn in self.conns.values()),
             "channels": len(self.hub),
             "sequence_gaps": self.ordering.gaps,
             "sequence_healed": self.ordering.healed,

@@ -20,19 +20,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from common import wire
-from common.wire import CLOSED, Event
+from common.wire import Event
 
 if TYPE_CHECKING:
     from exchange.links import EdgeLink
 
-# Ids are remembered this long (retries of a submission arrive within seconds).
-IDEMPOTENCY_SECONDS = 60.0
+# Ids are remembered this long: retries of a submission, and its settling,
+# come within seconds.
+IDEMPOTENCY_SECONDS = 30.0
+NO_SUBSCRIBERS: frozenset[EdgeLink] = frozenset()
 
 
 @dataclass(slots=True)
 class Entry:
     seq: int
     rv: int
+    id: str
     encoded: bytes
 
 
@@ -43,23 +46,50 @@ class Move:
     to: str
 
 
+class MessageIds:
+    """Ids ordered (or settled as never ordered) lately, exchange-wide: message
+    ids are unique, so one map serves every channel and costs nothing per channel."""
+
+    def __init__(self, seconds: float = IDEMPOTENCY_SECONDS) -> None:
+        self._seconds = seconds
+        self._seqs: dict[str, int] = {}
+        self._times: deque[tuple[float, str]] = deque()
+
+    def get(self, message_id: str) -> int | None:
+        """The seq the id was ordered with, CLOSED, or None if it is new."""
+        return self._seqs.get(message_id)
+
+    def remember(self, message_id: str, seq: int, now: float) -> None:
+        self._seqs[message_id] = seq
+        self._times.append((now, message_id))
+        horizon = now - self._seconds
+        while self._times and self._times[0][0] < horizon:
+            _, old = self._times.popleft()
+            self._seqs.pop(old, None)
+
+
 class ChannelLog:
-    __slots__ = ("name", "gen", "seq", "history", "by_id", "id_times", "subscribers", "last_write", "moved")
+    __slots__ = ("name", "gen", "seq", "history", "subscribers", "last_write", "moved")
 
     def __init__(self, name: str, gen: int) -> None:
         self.name = name
         self.gen = gen
         self.seq = 0
-        self.history: deque[Entry] = deque()
-        self.by_id: dict[str, int] = {}  # message id → seq, or CLOSED
-        self.id_times: deque[tuple[float, str]] = deque()
-        self.subscribers: set[EdgeLink] = set()
+        # A list trimmed in steps, not a deque: most channels hold a few events,
+        # and an empty deque alone costs more than all of them.
+        self.history: list[Entry] = []
+        self.subscribers: frozenset[EdgeLink] | set[EdgeLink] = NO_SUBSCRIBERS
         self.last_write = time.monotonic()
         self.moved: Move | None = None
 
-    def seen(self, message_id: str) -> int | None:
-        """The seq an id was ordered with, CLOSED, or None if it is new."""
-        return self.by_id.get(message_id)
+    def subscribe(self, link: EdgeLink) -> None:
+        if not self.subscribers:
+            self.subscribers = set()
+        self.subscribers.add(link)  # type: ignore[union-attr]
+
+    def unsubscribe(self, link: EdgeLink) -> None:
+        if link in self.subscribers:
+            self.subscribers.discard(link)  # type: ignore[union-attr]
 
     def order(self, event: Event, history_limit: int) -> bytes:
         """Give the event the next sequence number; returns it encoded, once."""
@@ -67,40 +97,24 @@ class ChannelLog:
         event.seq = self.seq
         event.gen = self.gen
         encoded = wire.encode(event)
-        self.history.append(Entry(self.seq, event.rv, encoded))
-        if len(self.history) > history_limit:
-            self.history.popleft()
-        now = time.monotonic()
-        self.last_write = now
-        if event.id:
-            self._remember(event.id, self.seq, now)
+        history = self.history
+        history.append(Entry(self.seq, event.rv, event.id, encoded))
+        if len(history) > history_limit + history_limit // 4 + 1:
+            del history[: len(history) - history_limit]
+        self.last_write = time.monotonic()
         return encoded
 
-    def close(self, message_id: str) -> None:
-        """Settle an id as never published: a late publish of it is refused."""
-        self._remember(message_id, CLOSED, time.monotonic())
-
-    def _remember(self, message_id: str, seq: int, now: float) -> None:
-        self.by_id[message_id] = seq
-        self.id_times.append((now, message_id))
-        horizon = now - IDEMPOTENCY_SECONDS
-        while self.id_times and self.id_times[0][0] < horizon:
-            _, old = self.id_times.popleft()
-            self.by_id.pop(old, None)
+    def _first(self) -> int:
+        return self.history[0].seq if self.history else self.seq + 1
 
     def since(self, after: int) -> list[bytes]:
         """Encoded events with seq > after, in order."""
-        if not self.history or after >= self.seq:
-            return []
-        first = self.history[0].seq
-        start = max(0, after + 1 - first)
-        return [self.history[i].encoded for i in range(start, len(self.history))]
+        start = max(0, after + 1 - self._first())
+        return [entry.encoded for entry in self.history[start:]]
 
     def between(self, after: int, before: int) -> tuple[list[bytes], bool]:
         """Encoded events with after < seq < before; complete if none is missing."""
-        if not self.history:
-            return [], before - after <= 1
-        first = self.history[0].seq
+        first = self._first()
         wanted = range(max(after + 1, first), min(before, self.seq + 1))
         found = [self.history[seq - first].encoded for seq in wanted]
         return found, after + 1 >= first and before <= self.seq + 1
@@ -112,13 +126,11 @@ class ChannelLog:
         return [entry.encoded for entry in found], baseline
 
     def find(self, message_id: str) -> Event | None:
-        seq = self.by_id.get(message_id)
-        if not seq or seq < 0 or not self.history:
-            return None
-        index = seq - self.history[0].seq
-        if index < 0:
-            return None
-        return wire.decode(self.history[index].encoded, Event)
+        """A message still in the history, by id (for /delete: rare, so a scan)."""
+        for entry in reversed(self.history):
+            if entry.id == message_id:
+                return wire.decode(entry.encoded, Event)
+        return None
 
     def position(self, boot: str) -> wire.Position:
         return wire.Position(boot, self.gen, self.seq)

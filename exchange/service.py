@@ -40,7 +40,7 @@ from common.wire import (
     SubscriptionReply,
     SyncRequest,
 )
-from exchange.channels import ChannelLog, ChannelTable, Move
+from exchange.channels import ChannelLog, ChannelTable, MessageIds, Move
 from exchange.config import ExchangeSettings
 from exchange.links import EdgeLink
 
@@ -57,6 +57,7 @@ class ExchangeService:
         self.boot = uuid.uuid4().hex
         self.edges: dict[str, EdgeLink] = {}
         self.channels = ChannelTable(settings.history, settings.channel_idle)
+        self.ids = MessageIds()
         self.peers: dict[str, tuple[Batcher[Event, int], InternalClient]] = {}  # forwarding, per new owner
         self._sweeper: asyncio.Task[None] | None = None
         self.server = InternalServer(
@@ -124,13 +125,13 @@ class ExchangeService:
 
     def _add(self, link: EdgeLink, channel: ChannelLog) -> None:
         link.channels.add(channel.name)
-        channel.subscribers.add(link)
+        channel.subscribe(link)
 
     def _remove(self, link: EdgeLink, name: str) -> None:
         link.channels.discard(name)
         channel = self.channels.get(name)
         if channel is not None:
-            channel.subscribers.discard(link)
+            channel.unsubscribe(link)
 
     def _answer(self, link: EdgeLink, streams: dict[str, wire.Position] | None = None) -> web.Response:
         return reply(SubscriptionReply(boot=self.boot, count=len(link.channels), streams=streams or {}))
@@ -203,12 +204,14 @@ class ExchangeService:
                     continue
                 channel.moved = None  # the channel has moved back here
             if event.id:
-                seen = channel.seen(event.id)
+                seen = self.ids.get(event.id)
                 if seen is not None:  # a retried submission: ordered once
                     seqs.append(seen)
                     self.metrics.incr("messages.repeated")
                     continue
             encoded = channel.order(event, history)
+            if event.id:
+                self.ids.remember(event.id, channel.seq, channel.last_write)
             seqs.append(channel.seq)
             for link in channel.subscribers:
                 link.enqueue(encoded)
@@ -218,12 +221,12 @@ class ExchangeService:
     async def _on_outcome(self, request: web.Request) -> web.Response:
         """Settle submissions an edge could not get an answer for."""
         body = await read_body(request, OutcomeRequest)
-        channel = self.channels.open(body.channel)
         seqs = []
+        now = time.monotonic()
         for message_id in body.ids:
-            seen = channel.seen(message_id)
+            seen = self.ids.get(message_id)
             if seen is None:
-                channel.close(message_id)
+                self.ids.remember(message_id, CLOSED, now)  # a late publish of it is refused
                 seen = CLOSED
             seqs.append(seen)
         return reply(OutcomeReply(seqs=seqs))

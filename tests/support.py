@@ -32,9 +32,15 @@ class IrcClient:
 
     # ---- transports
     @classmethod
-    async def tcp(cls, port: int, name: str = "") -> IrcClient:
+    async def tcp_from(cls, address: str, port: int, name: str = "") -> IrcClient:
+        """A TCP client whose connection comes from `address` (any of 127/8 on loopback)."""
+        return await cls.tcp(port, name, local_address=address)
+
+    @classmethod
+    async def tcp(cls, port: int, name: str = "", local_address: str | None = None) -> IrcClient:
         client = cls(name)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        local = (local_address, 0) if local_address else None
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=local)
 
         async def pump() -> None:
             try:

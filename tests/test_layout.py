@@ -1,0 +1,64 @@
+"""The shape of the house: common/ is a leaf, nothing imports in a circle, and a
+service process never loads the CLI or benchmark code."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+PACKAGES = ("chatd", "common", "edge", "clue", "exchange", "loadtest")
+
+
+def imports_of(path: Path) -> set[str]:
+    """Project modules a file imports (type-checking-only imports included: a cycle is a cycle)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        found |= {name for name in names if name.split(".")[0] in PACKAGES}
+    return found
+
+
+def module_graph() -> dict[str, set[str]]:
+    modules = {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts): path
+        for package in PACKAGES for path in (ROOT / package).glob("*.py")
+    }
+    return {name: {m for m in imports_of(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+def test_common_imports_no_service_and_nothing_else_of_the_project():
+    for module, deps in module_graph().items():
+        if module.startswith("common."):
+            assert all(dep.startswith("common.") for dep in deps), (module, deps)
+
+
+def test_no_module_imports_another_in_a_circle():
+    graph = module_graph()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for dep in sorted(graph[module]):
+            assert state.get(dep) != 1, " -> ".join([*path, module, dep])
+            if dep not in state:
+                visit(dep, [*path, module])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
+
+
+def test_a_service_process_loads_neither_the_cli_nor_benchmark_code():
+    probe = ("import sys, edge.__main__, clue.__main__, exchange.__main__; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'chatd', 'loadtest', 'locust', 'matplotlib'}))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
