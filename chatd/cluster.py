@@ -99,6 +99,8 @@ class ClusterConfig:
     # More clusters beside `main`: name → (clue processes, exchange processes).
     extra_clusters: dict[str, tuple[int, int]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)  # extra environment for services
+    # Run the services from another checkout of chatd (benchmarks compare versions side by side).
+    code: Path | None = None
     # Restart components that exit unasked (`chatd up`); off, whoever holds the cluster does it.
     supervise: bool = False
 
@@ -326,9 +328,15 @@ class LocalCluster:
 
     async def _service(self, name: str, kind: str, env: dict[str, str]) -> Component:
         argv = [sys.executable, "-m", kind]
-        return await self._spawn(name, argv, env, wait_for_listening=True)
+        code = self.config.code
+        if code is not None:
+            env = env | {"PYTHONPATH": str(code)}
+            if not (code / kind / "__main__.py").exists():  # versions before services had their own entry
+                argv = [sys.executable, "-m", "common.cli", kind]
+        return await self._spawn(name, argv, env, wait_for_listening=True, cwd=code)
 
-    async def _spawn(self, name: str, argv: list[str], env: dict[str, str], wait_for_listening: bool) -> Component:
+    async def _spawn(self, name: str, argv: list[str], env: dict[str, str], wait_for_listening: bool,
+                     cwd: Path | None = None) -> Component:
         log_path = self.log_dir / f"{name}.log"
         log_start = log_path.stat().st_size if log_path.exists() else 0
         process = await asyncio.create_subprocess_exec(
@@ -337,6 +345,7 @@ class LocalCluster:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=env,
+            cwd=cwd,
             preexec_fn=die_with_parent,
         )
         component = Component(name, process, log_path, log_start)

@@ -43,7 +43,7 @@ class ConnectionHost(Protocol):
 
     def next_conn_id(self) -> int: ...
     def connection_made(self, conn: ClientConnection) -> None: ...
-    def admit(self, conn: ClientConnection) -> bool: ...
+    def admit(self, conn: ClientConnection) -> str | None: ...
     def connection_opened(self, conn: ClientConnection) -> None: ...
     def connection_closed(self, conn: ClientConnection) -> None: ...
     def handle_input(self, conn: ClientConnection, items: list[str | LineTooLong]) -> None: ...
@@ -85,12 +85,20 @@ class ClientConnection(asyncio.Protocol):
             self.abort()
 
     def _admit(self) -> None:
-        self.admitted = self.host.admit(self)
-        if self.admitted:
+        refusal = self.host.admit(self)
+        self.admitted = refusal is None
+        if refusal is None:
             self.on_admitted()
+        else:
+            self.refuse(refusal)
 
     def on_admitted(self) -> None:
         self.on_open()
+
+    def refuse(self, reason: str) -> None:
+        """Turned away at the door: say why (a NOTICE), then close."""
+        self.write(f":{self.host.server_name} NOTICE * :{reason}\r\n".encode())
+        self.close()
 
     def on_open(self) -> None:
         self.open = True
@@ -122,7 +130,7 @@ class ClientConnection(asyncio.Protocol):
         if header.source is not None:
             self.peer = header.source[0]
         self._admit()
-        return header.rest if self.admitted else b""
+        return header.rest if self.admitted or self.kind == "ws" else b""
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
@@ -165,15 +173,20 @@ class WebSocketConnection(ClientConnection):
     """IRC over WebSocket: open for chat once the handshake is done."""
 
     kind = "ws"
-    __slots__ = ("ws", "_fragments")
+    __slots__ = ("ws", "_fragments", "_refusal")
 
     def __init__(self, host: ConnectionHost, proxy_protocol: bool = False) -> None:
         super().__init__(host, proxy_protocol)
         self.ws = ServerProtocol(select_subprotocol=_select_subprotocol, max_size=MAX_WS_MESSAGE)
         self._fragments: list[bytes] = []
+        self._refusal: str | None = None
 
     def on_admitted(self) -> None:
         pass  # not open for chat until the handshake completes
+
+    def refuse(self, reason: str) -> None:
+        # Said as the HTTP answer to its handshake, which is still to come.
+        self._refusal = reason
 
     def received(self, data: bytes) -> None:
         self.ws.receive_data(data)
@@ -196,6 +209,9 @@ class WebSocketConnection(ClientConnection):
         self._flush()
 
     def _handshake(self, request: Request) -> None:
+        if self._refusal is not None:
+            self.ws.send_response(self.ws.reject(429, self._refusal + "\n"))
+            return
         response = self.ws.accept(request)
         self.ws.send_response(response)
         if response.status_code == 101:

@@ -120,18 +120,16 @@ class EdgeService:
     def connection_made(self, conn: ClientConnection) -> None:
         self.conns[conn.conn_id] = conn
 
-    def admit(self, conn: ClientConnection) -> bool:
-        """Count the connection against its (real) address, or turn it away."""
+    def admit(self, conn: ClientConnection) -> str | None:
+        """Count the connection against its (real) address; or why it is turned away."""
         limit = self.settings.max_per_ip
         if limit and self._per_ip[conn.peer] >= limit:
             self.metrics.incr("connections.refused_per_ip")
             log.info("connection_refused", reason="too many connections from the address", peer=conn.peer,
                      limit=limit)
-            conn.write(f":{self.server_name} NOTICE * :Too many connections from your address\r\n".encode())
-            conn.close()
-            return False
+            return "Too many connections from your address"
         self._per_ip[conn.peer] += 1
-        return True
+        return None
 
     def connection_opened(self, conn: ClientConnection) -> None:
         self.metrics.incr(f"connections.opened.{conn.kind}")

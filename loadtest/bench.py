@@ -24,6 +24,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from common import wire
+from loadtest import steady
 from loadtest.fleet import FleetConfig, FleetGroup
 from loadtest.systems import ChatdSystem, NgircdSystem, RawSystem, Sender, System
 from loadtest.traffic import drive, zipf_sizes
@@ -426,6 +427,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         axis.axhline(16, color="grey", linestyle="--", label="16 KiB target")
         axis.set_ylabel("KiB per idle connection")
         axis.legend()
+    elif scenario == "steady":
+        steady.plot(axis, rows)
     elif scenario == "keepalive":
         axis.bar([r["mode"] for r in rows], [r["requests_per_s"] for r in rows])
         axis.set_ylabel("exchange→edge deliveries (requests/s)")
@@ -441,6 +444,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] 
     "ingest": scenario_ingest,
     "memory": scenario_memory,
     "keepalive": scenario_keepalive,
+    "steady": steady.scenario_steady,
 }
 
 
@@ -470,6 +474,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     memory.add_argument("--transports", nargs="+", default=["tcp", "ws"], choices=["tcp", "ws"])
     keepalive = parser.add_argument_group("keepalive")
     keepalive.add_argument("--requests", type=int, default=5000)
+    steady.add_arguments(parser)
     return parser
 
 

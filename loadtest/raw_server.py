@@ -1,8 +1,9 @@
 """The ceiling for fan-out on this machine: a minimal uvloop relay.
 
 It ignores registration (answering JOIN with a bare 366 so clients know they
-are in), and relays every PRIVMSG it receives to every other connection,
-one write per connection per received chunk, with no parsing beyond lines.
+are in), and relays every PRIVMSG it receives to the other members of its
+channel, one write per connection per received chunk, with no parsing beyond
+lines and the channel name.
 Usage: python -m loadtest.raw_server PORT
 """
 from __future__ import annotations
@@ -12,32 +13,37 @@ import sys
 
 import uvloop
 
-members: set[RawConnection] = set()
+channels: dict[bytes, set[RawConnection]] = {}
 
 
 class RawConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         self.partial = b""
-        members.add(self)
+        self.joined: list[bytes] = []
 
     def connection_lost(self, exc: Exception | None) -> None:
-        members.discard(self)
+        for channel in self.joined:
+            channels[channel].discard(self)
 
     def data_received(self, data: bytes) -> None:
         lines = (self.partial + data).split(b"\n")
         self.partial = lines.pop()
-        relay = []
+        relay: dict[bytes, list[bytes]] = {}
         for line in lines:
             if line.startswith(b"PRIVMSG "):
-                relay.append(b":sender!sender@raw " + line.rstrip(b"\r") + b"\r\n")
+                channel = line[8:line.find(b" ", 8)]
+                relay.setdefault(channel, []).append(b":sender!sender@raw " + line.rstrip(b"\r") + b"\r\n")
             elif line.startswith(b"JOIN "):
-                self.transport.write(b":raw 366 member " + line[5:].rstrip(b"\r") + b" :End of /NAMES list\r\n")
-        if relay:
-            payload = b"".join(relay)
-            for member in members:
+                for channel in line[5:].rstrip(b"\r").split(b","):
+                    channels.setdefault(channel, set()).add(self)
+                    self.joined.append(channel)
+                    self.transport.write(b":raw 366 member " + channel + b" :End of /NAMES list\r\n")
+        for channel, payload in relay.items():
+            joined = b"".join(payload)
+            for member in channels.get(channel, ()):
                 if member is not self:
-                    member.transport.write(payload)
+                    member.transport.write(joined)
 
 
 async def main(port: int) -> None:

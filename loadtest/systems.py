@@ -72,17 +72,23 @@ class System(abc.ABC):
     def server_pids(self) -> list[int]:
         return []
 
+    def processes(self) -> dict[str, list[int]]:
+        """The server's processes by kind (edge, clue, …), for CPU accounting."""
+        return {"server": self.server_pids()}
+
 
 class ChatdSystem(System):
     name = "chatd"
     dialect = "twitch"
 
-    def __init__(self, edges: int = 1, shards: int = 3, env: dict[str, str] | None = None) -> None:
+    def __init__(self, edges: int = 1, shards: int = 3, env: dict[str, str] | None = None,
+                 code: Path | None = None, name: str = "chatd") -> None:
+        self.name = name
         self._dir = tempfile.TemporaryDirectory(prefix="chatd-bench-")
         self.cluster = LocalCluster(
             ClusterConfig(
                 data_dir=Path(self._dir.name), edges=edges, shards=shards,
-                irc_port=0, ws_port=0, redis_port=0, env={**BENCH_ENV, **(env or {})},
+                irc_port=0, ws_port=0, redis_port=0, env={**BENCH_ENV, **(env or {})}, code=code,
             )
         )
 
@@ -104,6 +110,12 @@ class ChatdSystem(System):
 
     def server_pids(self) -> list[int]:
         return [c.process.pid for name, c in self.cluster.components.items() if name.startswith("edge")]
+
+    def processes(self) -> dict[str, list[int]]:
+        kinds: dict[str, list[int]] = {}
+        for name, component in self.cluster.components.items():
+            kinds.setdefault(name.split("-")[0], []).append(component.process.pid)
+        return kinds
 
 
 class _Subprocess(System):

@@ -235,3 +235,15 @@ async def test_websocket_clients_that_stop_mid_handshake_do_not_lock_out_others(
 
 async def _connections_at_most(cluster, count: int) -> bool:
     return (await edge_health(cluster))["connections"] <= count
+
+
+@pytest.mark.asyncio
+async def test_a_websocket_over_the_address_limit_is_told_why(tmp_path):
+    async with running_cluster(tmp_path, edges=1, env={"EDGE_MAX_CONNECTIONS_PER_IP": "1"}) as cluster:
+        _, ws_port = cluster.edge_addresses(0)
+        first = await cluster.client("justinfan1", transport="ws")
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(f"ws://127.0.0.1:{ws_port}", subprotocols=["irc"])
+        assert refused.value.response.status_code == 429
+        assert refused.value.response.body == b"Too many connections from your address\n"
+        await first.ping_roundtrip()

@@ -26,6 +26,10 @@ SCENARIOS = {
     "ingest": (["--users", "50", "--duration", "1", "--batch", "20", "--concurrency", "2"], {"chatd"}),
     "memory": (["--connections", "100"], {"chatd"}),
     "keepalive": (["--requests", "100"], {"chatd"}),
+    # The same checkout stands in for another version: the side-by-side path runs.
+    "steady": (["--clients", "60", "--channels", "4", "--rates", "20", "--duration", "1", "--senders", "2",
+                "--baseline-code", str(Path(__file__).parent.parent), "--baseline-name", "same"],
+               {"chatd", "ngircd", "raw", "chatd@same"}),
 }
 
 
@@ -47,8 +51,11 @@ def test_bench_scenario_runs_and_writes_json_and_plot(tmp_path, scenario):
     if scenario == "fanout":
         assert all(row["delivered"] == row["expected"] for row in report["results"])
         assert {"chatd/ngircd", "chatd/raw"} <= set(report["ratios"][0])
-    if scenario == "e2e":
+    if scenario in ("e2e", "steady"):
         assert all(row["lost"] == 0 for row in report["results"])
+    if scenario == "steady":
+        assert all(row["cpu_s_per_1000_deliveries_total"] >= 0 for row in report["results"])
+        assert "chatd/ngircd cpu per delivery" in report["ratios"][0]
 
 
 @pytest.mark.asyncio

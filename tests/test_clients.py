@@ -8,7 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import running_cluster
+from support import ALL_CAPS, IrcClient, running_cluster
+
+from common.irc import parse
 
 JS_DIR = Path(__file__).parent / "js"
 
@@ -131,3 +133,114 @@ async def test_tmi_js_moderation_methods_resolve_and_take_effect(tmp_path):
             assert (await viewer.expect_message("PRIVMSG", "pink now")).tags["color"] == "#FF69B4"
         finally:
             await tmi.stop()
+
+
+async def test_dank_twitch_irc_joins_and_receives_chat_from_the_other_edge(tmp_path):
+    async with running_cluster(tmp_path, edges=2) as cluster:
+        irc_port, _ = cluster.edge_addresses(0)
+        dank = await NodeClient.start("dank_client.js", str(irc_port), "dankbot", cluster.token("dankbot"), "#dankroom")
+        try:
+            await dank.expect(lambda e: e["event"] == "join_resolved")
+            human = await cluster.client("human", edge=1, channels=("#dankroom",))
+
+            await human.send("PRIVMSG #dankroom :hello dank-twitch-irc")
+            got = await dank.expect(lambda e: e["event"] == "message")
+            assert got["message"] == "hello dank-twitch-irc" and got["channel"] == "#dankroom"
+            assert got["user"] == "human" and got["displayName"] == "human" and got["id"]
+        finally:
+            await dank.stop()
+
+
+async def test_dank_twitch_irc_say_resolves_and_reaches_the_other_edge_with_its_tags(tmp_path):
+    async with running_cluster(tmp_path, edges=2) as cluster:
+        irc_port, _ = cluster.edge_addresses(0)
+        token = cluster.token("dankbot", user_id="4242", display_name="DankBot")
+        dank = await NodeClient.start("dank_client.js", str(irc_port), "dankbot", token, "#dankroom")
+        try:
+            await dank.expect(lambda e: e["event"] == "join_resolved")
+            human = await cluster.client("human", edge=1, channels=("#dankroom",))
+
+            # say() goes out on a second connection that never joins #dankroom and
+            # resolves on its USERSTATE #dankroom.
+            await dank.command("say hello from dank")
+            said = await dank.expect(lambda e: e["event"] in ("said", "say_failed"))
+            assert said["event"] == "said", said
+            line = await human.expect_message("PRIVMSG", "hello from dank")
+            assert line.source.startswith("dankbot!") and line.params[0] == "#dankroom"
+            assert line.tags["display-name"] == "DankBot" and line.tags["user-id"] == "4242"
+            # The joined connection hears its own sender connection's message like anyone else.
+            echoed = await dank.expect(lambda e: e["event"] == "message" and e["message"] == "hello from dank")
+            assert echoed["userId"] == "4242" and echoed["displayName"] == "DankBot"
+        finally:
+            await dank.stop()
+
+
+async def test_dank_twitch_irc_say_refused_by_chatd_rejects_naming_the_refusal(tmp_path):
+    async with running_cluster(tmp_path, edges=2) as cluster:
+        irc_port, _ = cluster.edge_addresses(0)
+        dank = await NodeClient.start("dank_client.js", str(irc_port), "dankbot", cluster.token("dankbot"), "#dankroom")
+
+        says = 0
+
+        async def say(text: str) -> dict:
+            nonlocal says
+            says += 1
+            seq = says
+            await dank.command(f"say {text}")
+            return await dank.expect(lambda e: e["event"] in ("said", "say_failed") and e["seq"] == seq)
+
+        try:
+            await dank.expect(lambda e: e["event"] == "join_resolved")
+            broadcaster = await cluster.client("dankroom", edge=1, channels=("#dankroom",))
+
+            assert (await say("same words"))["event"] == "said"
+            await broadcaster.expect_message("PRIVMSG", "same words")
+            duplicate = await say("same words")
+            assert duplicate["event"] == "say_failed" and duplicate["type"] == "SayError", duplicate
+            assert "Failed to say [#dankroom]: same words" in duplicate["error"]
+            assert "msg-id=msg_duplicate" in duplicate["error"], duplicate
+
+            await broadcaster.send("PRIVMSG #dankroom :/ban dankbot")
+            await broadcaster.expect(r" CLEARCHAT #dankroom :dankbot$")
+            banned = await say("let me speak")
+            assert banned["event"] == "say_failed" and banned["type"] == "SayError", banned
+            assert "msg-id=msg_banned" in banned["error"], banned
+            # Neither refused line reached the room: a marker from the broadcaster is next.
+            await broadcaster.send("PRIVMSG #dankroom :marker")
+            await dank.expect(lambda e: e["event"] == "message" and e["message"] == "marker")
+            assert [e["message"] for e in dank.events if e["event"] == "message"] == ["same words", "marker"]
+        finally:
+            await dank.stop()
+
+
+async def test_privmsg_without_join_or_in_the_join_write_is_relayed_and_answered_with_userstate(tmp_path):
+    async with running_cluster(tmp_path, edges=2) as cluster:
+        irc_port, _ = cluster.edge_addresses(0)
+        member = await cluster.client("member", edge=1, channels=("#x", "#other"))
+
+        # Registration, JOIN and PRIVMSG in one write, as bots send them.
+        eager = await IrcClient.tcp(irc_port, name="eager@edge0")
+        try:
+            await eager.send_raw(
+                f"CAP REQ :{ALL_CAPS}\r\nPASS oauth:{cluster.token('eager')}\r\nNICK eager\r\n"
+                "JOIN #x\r\nPRIVMSG #x :hello\r\n".encode()
+            )
+            said = await member.expect_message("PRIVMSG", "hello")
+            assert said.source.startswith("eager!") and said.params[0] == "#x"
+            await eager.expect(r" 366 eager #x ")
+            # The message is answered with a USERSTATE carrying its id (the JOIN gets its own).
+            await eager.expect(lambda line: parse(line).command == "USERSTATE" and parse(line).params == ["#x"]
+                               and parse(line).tags.get("id") == said.tags["id"])
+
+            # A channel this connection never joined: relayed to its members all the same.
+            await eager.send("PRIVMSG #other :from outside")
+            outside = await member.expect_message("PRIVMSG", "from outside")
+            assert outside.source.startswith("eager!") and outside.params[0] == "#other"
+            await eager.expect(lambda line: parse(line).command == "USERSTATE" and parse(line).params == ["#other"]
+                               and parse(line).tags.get("id") == outside.tags["id"])
+            # Everything sent so far has been answered; none of it with 442.
+            await eager.ping_roundtrip()
+            assert not [line for line in eager.lines if " 442 " in line], eager.lines
+            assert "#other" not in {m.params[0] for m in eager.received("JOIN")}
+        finally:
+            await eager.close()

@@ -2,17 +2,23 @@
 
 The proxy runs a config generated from TEMPLATE (the shape of deploy/haproxy.cfg, on
 ephemeral loopback ports); the shipped file itself only gets HAProxy's config check.
+As in deploy/haproxy.cfg, the server lines send the PROXY protocol (v2 unless a test
+asks for v1) and the edges run with EDGE_PROXY_PROTOCOL=on, so they see each client's
+own address; the health checks go to the edges' plain HTTP /health without it.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import csv
+import json
 import subprocess
 import time
 from pathlib import Path
 
 import aiohttp
+import pytest
+import websockets
 from support import IrcClient, running_cluster
 
 from chatd.cluster import die_with_parent, free_port
@@ -21,6 +27,12 @@ HAPROXY = "/usr/sbin/haproxy"
 DEPLOY_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "haproxy.cfg"
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
+LINE_TIMEOUT = 10.0
+# Edges behind HAProxy read the PROXY header HAProxy sends (trusting 127.0.0.1 by default).
+PROXY_ENV = {"EDGE_PROXY_PROTOCOL": "on"}
+# The whole of 127/8 is loopback on Linux: clients bound to these look like two other hosts.
+CLIENT_A, CLIENT_B = "127.0.0.2", "127.0.0.3"
+TOO_MANY = "NOTICE * :Too many connections from your address"
 
 TEMPLATE = """\
 global
@@ -72,13 +84,15 @@ frontend stats
 """
 
 
-def haproxy_config(cluster, edges: int, irc_port: int, ws_port: int, stats_port: int) -> str:
+def haproxy_config(cluster, edges: int, irc_port: int, ws_port: int, stats_port: int,
+                   send_proxy: str = "send-proxy-v2") -> str:
     irc_servers, ws_servers = [], []
     for index in range(edges):
         edge_irc, edge_ws = cluster.edge_addresses(index)
         health_port = edge_http_url(cluster, index).rsplit(":", 1)[1]
-        irc_servers.append(f"    server edge{index} 127.0.0.1:{edge_irc} check port {health_port}")
-        ws_servers.append(f"    server edge{index} 127.0.0.1:{edge_ws} check port {health_port}")
+        # `check port`: the check goes to /health without the PROXY header (no check-send-proxy).
+        irc_servers.append(f"    server edge{index} 127.0.0.1:{edge_irc} {send_proxy} check port {health_port}")
+        ws_servers.append(f"    server edge{index} 127.0.0.1:{edge_ws} {send_proxy} check port {health_port}")
     return TEMPLATE.format(
         irc_port=irc_port, ws_port=ws_port, stats_port=stats_port,
         irc_servers="\n".join(irc_servers), ws_servers="\n".join(ws_servers),
@@ -144,6 +158,78 @@ async def wait_for_healthy_servers(http: aiohttp.ClientSession, stats_port: int,
     raise AssertionError(f"servers not healthy: {[(r['pxname'], r['svname'], r['status'], r['check_status']) for r in rows]}")
 
 
+async def direct_client(cluster, login: str, edge: int, channels: tuple[str, ...] = ()) -> IrcClient:
+    """A client on an edge's own IRC port, from 127.0.0.1 (a trusted proxy address), that
+    opens with a hand-written PROXY v1 header naming itself, as HAProxy's send-proxy would."""
+    irc_port, _ = cluster.edge_addresses(edge)
+    client = await IrcClient.tcp(irc_port, name=f"{login}@edge{edge}")
+    await client.send_raw(f"PROXY TCP4 127.0.0.1 127.0.0.1 40000 {irc_port}\r\n".encode())
+    await client.register(login, cluster.token(login))
+    for channel in channels:
+        await client.join(channel)
+    return client
+
+
+async def irc_from(source: str, port: int, login: str,
+                   token: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw IRC connection from `source` (support.IrcClient always uses 127.0.0.1) that
+    has sent its registration."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    writer.write(f"PASS oauth:{token}\r\nNICK {login}\r\n".encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def read_until(reader: asyncio.StreamReader, needle: str, what: str) -> list[str]:
+    """Lines up to and including the first containing `needle`; fails on close or after LINE_TIMEOUT."""
+    lines: list[str] = []
+    deadline = time.monotonic() + LINE_TIMEOUT
+    while True:
+        try:
+            raw = await asyncio.wait_for(reader.readline(), max(deadline - time.monotonic(), 0))
+        except TimeoutError:
+            raise AssertionError(f"{what}: no {needle!r} within {LINE_TIMEOUT}s; got {lines[-8:]}") from None
+        except ConnectionError:
+            raw = b""
+        if not raw:
+            raise AssertionError(f"{what}: closed before {needle!r}; got {lines[-8:]}")
+        lines.append(raw.decode().rstrip("\r\n"))
+        if needle in lines[-1]:
+            return lines
+
+
+async def read_to_close(reader: asyncio.StreamReader, what: str) -> bytes:
+    """Everything the peer sends until it closes (a reset counts as a close)."""
+    try:
+        return await asyncio.wait_for(reader.read(), LINE_TIMEOUT)
+    except ConnectionError:
+        return b""
+    except TimeoutError:
+        raise AssertionError(f"{what}: still open after {LINE_TIMEOUT}s") from None
+
+
+async def wait_for_log(cluster, component: str, event: str, **fields: str) -> None:
+    """A JSON log line of `component` with this event and these fields (logs are copied asynchronously)."""
+    log_path = cluster.components[component].log_path
+    deadline = time.monotonic() + LINE_TIMEOUT
+    while True:
+        for line in log_path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if entry.get("event") == event and all(entry.get(k) == v for k, v in fields.items()):
+                    return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {event} {fields} in {log_path}: {log_path.read_text()[-2000:]}")
+        await asyncio.sleep(0.05)
+
+
+async def close_writers(writers: list[asyncio.StreamWriter]) -> None:
+    for writer in writers:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
 async def edge_connections(http: aiohttp.ClientSession, cluster, edges: int) -> list[int]:
     counts = []
     for index in range(edges):
@@ -158,7 +244,7 @@ async def test_clients_through_haproxy_are_spread_over_edges_and_chat(tmp_path):
     config_path = tmp_path / "haproxy.cfg"
     log_path = tmp_path / "haproxy.log"
     clients: list[IrcClient] = []
-    async with running_cluster(tmp_path, edges=2) as cluster, aiohttp.ClientSession(
+    async with running_cluster(tmp_path, edges=2, env=PROXY_ENV) as cluster, aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=5)
     ) as http:
         config_path.write_text(haproxy_config(cluster, 2, irc_port, ws_port, stats_port))
@@ -214,9 +300,24 @@ def test_shipped_haproxy_config_passes_the_config_check():
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "[WARNING]" not in output, output
-    # Edges do not speak the PROXY protocol.
-    directives = [line.split("#", 1)[0] for line in DEPLOY_CONFIG.read_text().splitlines()]
-    assert not any("send-proxy" in line for line in directives)
+
+
+def test_shipped_haproxy_config_sends_proxy_v2_to_edges_but_not_with_health_checks():
+    servers: dict[str, list[list[str]]] = {}
+    section = ""
+    for line in DEPLOY_CONFIG.read_text().splitlines():
+        words = line.split("#", 1)[0].split()
+        if words and not line[0].isspace():
+            section = " ".join(words)
+        elif words and words[0] == "server":
+            servers.setdefault(section, []).append(words)
+    assert set(servers) == {"backend edges_irc", "backend edges_ws"}
+    for section, lines in servers.items():
+        for words in lines:
+            assert "send-proxy-v2" in words, (section, words)
+            # The check has its own port, so HAProxy sends it without the header.
+            assert "check" in words and "port" in words and "check-send-proxy" not in words, (section, words)
+    assert "EDGE_PROXY_PROTOCOL=on" in DEPLOY_CONFIG.read_text()
 
 
 async def test_tmi_js_behind_haproxy_follows_reconnect_to_the_remaining_edge(tmp_path, reliability):
@@ -224,19 +325,20 @@ async def test_tmi_js_behind_haproxy_follows_reconnect_to_the_remaining_edge(tmp
 
     irc_port, ws_port, stats_port = free_port(), free_port(), free_port()
     config_path, log_path = tmp_path / "haproxy.cfg", tmp_path / "haproxy.log"
-    async with running_cluster(tmp_path, edges=2) as cluster:
+    async with running_cluster(tmp_path, edges=2, env=PROXY_ENV) as cluster:
         config_path.write_text(haproxy_config(cluster, 2, irc_port, ws_port, stats_port))
         async with running_haproxy(config_path, log_path) as haproxy, aiohttp.ClientSession() as http:
             await wait_for_port(ws_port, haproxy, log_path)
             await wait_for_healthy_servers(http, stats_port, 4)
             bot = await NodeClient.start("tmi_client.js", str(ws_port), "sturdybot", cluster.token("sturdybot"),
                                          "#survive", env={"TMI_RECONNECT": "1"})
+            viewer: IrcClient | None = None
             try:
                 await bot.expect(lambda e: e["event"] == "joined")
                 counts = await edge_connections(http, cluster, 2)
                 doomed = counts.index(1)
                 survivor = 1 - doomed
-                viewer = await cluster.client("stayer", edge=survivor, channels=("#survive",))
+                viewer = await direct_client(cluster, "stayer", survivor, channels=("#survive",))
 
                 started = time.monotonic()
                 await cluster.stop_component(f"edge-{doomed}")  # graceful: RECONNECT, then close
@@ -257,3 +359,82 @@ async def test_tmi_js_behind_haproxy_follows_reconnect_to_the_remaining_edge(tmp
                             "none for clients that stayed connected; the reconnecting bot misses that window")
             finally:
                 await bot.stop()
+                if viewer is not None:
+                    await viewer.close()
+
+
+@pytest.mark.parametrize("send_proxy", ["send-proxy-v2", "send-proxy"])
+async def test_per_address_limit_counts_the_real_client_behind_haproxy(tmp_path, send_proxy):
+    irc_port, ws_port, stats_port = free_port(), free_port(), free_port()
+    config_path, log_path = tmp_path / "haproxy.cfg", tmp_path / "haproxy.log"
+    writers: list[asyncio.StreamWriter] = []
+    # One edge: the limit is per edge process, and leastconn would spread one address over several.
+    env = PROXY_ENV | {"EDGE_MAX_CONNECTIONS_PER_IP": "2"}
+    async with running_cluster(tmp_path, edges=1, env=env) as cluster, aiohttp.ClientSession() as http:
+        config_path.write_text(haproxy_config(cluster, 1, irc_port, ws_port, stats_port, send_proxy))
+        async with running_haproxy(config_path, log_path) as haproxy:
+            try:
+                for port in (irc_port, ws_port, stats_port):
+                    await wait_for_port(port, haproxy, log_path)
+                await wait_for_healthy_servers(http, stats_port, expected=2)
+
+                for index in range(2):
+                    login = f"first{index}"
+                    reader, writer = await irc_from(CLIENT_A, irc_port, login, cluster.token(login))
+                    writers.append(writer)
+                    await read_until(reader, " 376 ", f"{login} from {CLIENT_A}")
+
+                # Every connection reaches the edge from HAProxy's 127.0.0.1; only the header
+                # tells it that this is the third from 127.0.0.2.
+                reader, writer = await irc_from(CLIENT_A, irc_port, "third", cluster.token("third"))
+                writers.append(writer)
+                refused = (await read_to_close(reader, f"third from {CLIENT_A}")).decode()
+                assert refused == f":tmi.twitch.tv {TOO_MANY}\r\n", refused
+                await wait_for_log(cluster, "edge-0", "connection_refused", peer=CLIENT_A)
+
+                # Another address through the same HAProxy still gets in, over TCP and WebSocket.
+                reader, writer = await irc_from(CLIENT_B, irc_port, "other", cluster.token("other"))
+                writers.append(writer)
+                await read_until(reader, " 376 ", f"other from {CLIENT_B}")
+                async with websockets.connect(f"ws://127.0.0.1:{ws_port}", subprotocols=["irc"],
+                                              local_addr=(CLIENT_B, 0)) as socket:
+                    await socket.send(f"PASS oauth:{cluster.token('otherws')}\r\nNICK otherws\r\n")
+                    deadline = time.monotonic() + LINE_TIMEOUT
+                    received = ""
+                    while " 376 " not in received:
+                        received += await asyncio.wait_for(socket.recv(), max(deadline - time.monotonic(), 0))
+                    # That WebSocket client is 127.0.0.3's second connection: its third is refused too.
+                    reader, writer = await irc_from(CLIENT_B, irc_port, "otherthird", cluster.token("otherthird"))
+                    writers.append(writer)
+                    assert TOO_MANY in (await read_to_close(reader, f"third from {CLIENT_B}")).decode()
+            finally:
+                await close_writers(writers)
+
+
+async def test_edge_drops_untrusted_proxy_peers_and_serves_a_trusted_v1_header(tmp_path):
+    async with running_cluster(tmp_path, edges=1, env=PROXY_ENV) as cluster:
+        irc_port, ws_port = cluster.edge_addresses(0)
+        # 127.0.0.2 is not in EDGE_TRUSTED_PROXIES (127.0.0.1,::1): dropped before a byte
+        # is read, even though it opens with a well-formed header.
+        reader, writer = await asyncio.open_connection("127.0.0.1", irc_port, local_addr=(CLIENT_A, 0))
+        try:
+            writer.write(f"PROXY TCP4 203.0.113.9 127.0.0.1 40000 {irc_port}\r\n".encode()
+                         + f"PASS oauth:{cluster.token('sneaky')}\r\nNICK sneaky\r\n".encode())
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            assert await read_to_close(reader, f"direct IRC from {CLIENT_A}") == b""
+        finally:
+            await close_writers([writer])
+        # On the WebSocket listener too: no HTTP response at all.
+        with pytest.raises((websockets.InvalidHandshake, ConnectionError)):
+            async with websockets.connect(f"ws://127.0.0.1:{ws_port}", local_addr=(CLIENT_A, 0),
+                                          open_timeout=LINE_TIMEOUT):
+                pass
+        await wait_for_log(cluster, "edge-0", "proxy_untrusted", peer=CLIENT_A)
+
+        # A trusted peer (127.0.0.1) with a hand-written v1 header is served.
+        client = await direct_client(cluster, "trusted", 0)
+        try:
+            await client.ping_roundtrip()
+        finally:
+            await client.close()
