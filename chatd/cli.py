@@ -102,10 +102,13 @@ def config_from_toml(path: Path, base):
 
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
+    from chatd.admin import register_user
     from chatd.cluster import load_or_create_secret
-    from common.tokens import issue_token
+    from common import scopes
+    from common.tokens import CLI_CLIENT_ID, issue_token, read_token
 
-    secret = load_or_create_secret(_data_dir(args.data_dir))
+    data_dir = _data_dir(args.data_dir)
+    secret = load_or_create_secret(data_dir)
     try:
         token = issue_token(
             secret,
@@ -115,12 +118,29 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
             color=args.color or "",
             subscriber=args.subscriber,
             ttl=args.ttl,
+            client_id=args.client_id or CLI_CLIENT_ID,
+            scope_bits=scopes.ALL if args.scopes is None else scopes.parse(args.scopes),
         )
     except ValueError as exc:
         print(f"chatd token issue: {exc}", file=sys.stderr)
         return 2
+    identity = read_token(secret, token).identity
+    assert identity is not None
+    why_not = register_user(identity, data_dir)
+    if why_not and not args.quiet:
+        print(f"chatd token issue: {args.login} is known to the cluster once it logs in ({why_not})",
+              file=sys.stderr)
     print(token)
     return 0
+
+
+def cmd_client_add(args: argparse.Namespace) -> int:
+    from chatd.admin import client_add
+
+    if not args.name.strip():
+        print("chatd client add: NAME must not be empty", file=sys.stderr)
+        return 2
+    return client_add(args.name.strip(), _data_dir(args.data_dir))
 
 
 def cmd_service(args: argparse.Namespace) -> int:
@@ -131,9 +151,9 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from clue.routes import run
+    from chatd.admin import route
 
-    return run(args)
+    return route(args, _data_dir(args.data_dir))
 
 
 def cmd_reshard(args: argparse.Namespace) -> int:
@@ -167,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
         service = sub.add_parser(name, help=f"run one {name} process, configured by the environment")
         service.set_defaults(handler=cmd_service)
 
+    from chatd.admin import route_arguments
     from clue.reshard import add_arguments as reshard_arguments
-    from clue.routes import add_arguments as route_arguments
 
     route = sub.add_parser("route", help="the channel → cluster routing table: list | get CHANNEL | set CHANNEL CLUSTER")
     route_arguments(route)
@@ -192,8 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--color")
     issue.add_argument("--subscriber", action="store_true")
     issue.add_argument("--ttl", type=float)
+    issue.add_argument("--scopes", help="space- or comma-separated OAuth scopes (default: every scope chatd knows)")
+    issue.add_argument("--client-id", help="the OAuth client the token is for (default: chatd's command line)")
+    issue.add_argument("--quiet", action="store_true", help="say nothing on stderr when the cluster is unreachable")
     issue.add_argument("--data-dir")
     issue.set_defaults(handler=cmd_token_issue)
+
+    client = sub.add_parser("client", help="OAuth clients (apps)")
+    client_sub = client.add_subparsers(dest="client_command", required=True)
+    add = client_sub.add_parser("add", help="register a client; prints CLIENT_ID CLIENT_SECRET")
+    add.add_argument("name")
+    add.add_argument("--data-dir")
+    add.set_defaults(handler=cmd_client_add)
     return parser
 
 

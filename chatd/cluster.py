@@ -25,7 +25,8 @@ import redis.asyncio as aioredis
 
 from chatd.supervisor import Supervisor
 
-STOP_GRACE = 5.0
+# A stopping edge gives its EventSub sessions EDGE_DRAIN_TIMEOUT (10 s) to reconnect elsewhere.
+STOP_GRACE = 15.0
 START_TIMEOUT = 20.0
 
 # The setting behind each address an edge reports in its `listening` line.
@@ -99,6 +100,7 @@ class ClusterConfig:
     # More clusters beside `main`: name → (clue processes, exchange processes).
     extra_clusters: dict[str, tuple[int, int]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)  # extra environment for services
+    edge_env: dict[int, dict[str, str]] = field(default_factory=dict)  # and for one edge (by index)
     # Run the services from another checkout of chatd (benchmarks compare versions side by side).
     code: Path | None = None
     # Restart components that exit unasked (`chatd up`); off, whoever holds the cluster does it.
@@ -258,11 +260,12 @@ class LocalCluster:
         env = self.base_env() | {
             "EDGE_ID": f"edge-{index}",
             "EDGE_IRC_LISTEN": f"127.0.0.1:{irc}",
-            "EDGE_WS_LISTEN": f"127.0.0.1:{ws}",
+            # With a fixed port, on localhost: IPv4 and IPv6, where twurple's `localhost` may go.
+            "EDGE_WS_LISTEN": f"localhost:{ws}" if ws else "127.0.0.1:0",
             "EDGE_HTTP_LISTEN": "127.0.0.1:0",
         } | self._cluster_env("CLUE_URLS", self.cluster_clue_urls) | self._cluster_env(
             "EXCHANGE_URLS", self.cluster_exchange_urls
-        ) | self.edge_listen.get(index, {})  # restarted: the ports it had, so clients and exchange find it
+        ) | self.config.edge_env.get(index, {}) | self.edge_listen.get(index, {})  # restarted: the ports it had
         component = await self._service(f"edge-{index}", "edge", env)
         self.edge_listen[index] = {
             EDGE_LISTEN[kind]: url.split("://", 1)[1] for kind, url in component.addresses.items()

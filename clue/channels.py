@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from clue.accounts import login_key, profile_key
 from clue.shards import ShardSet, channel_key, pipeline_call
 from common.metrics import Metrics
 from common.tokens import stable_id
@@ -35,15 +36,23 @@ SETTING_DEFAULTS: dict[str, int] = {
 @dataclass(frozen=True, slots=True)
 class ChannelState:
     name: str
-    room_id: str
+    room_id: str  # the broadcaster's user id
     settings: dict[str, int] = field(default_factory=lambda: dict(SETTING_DEFAULTS))
     mods: frozenset[str] = frozenset()
     vips: frozenset[str] = frozenset()
+    owner_display_name: str = ""
+    # EventSub types someone subscribed to here: clue builds those events, no others.
+    eventsub: frozenset[str] = frozenset()
 
     @property
     def owner(self) -> str:
         """The broadcaster: the login the channel is named after."""
         return self.name.lstrip("#")
+
+    @property
+    def broadcaster(self) -> tuple[str, str, str]:
+        """(user id, login, display name), as EventSub names people."""
+        return self.room_id, self.owner, self.owner_display_name or self.owner
 
     def room_state_tags(self) -> dict[str, str]:
         s = self.settings
@@ -97,15 +106,17 @@ class ChannelCache:
 
     async def _load(self, channel: str) -> ChannelState:
         shard = self._shards.for_key(channel_key(channel, "settings"))
-        settings_raw, mods, vips = await pipeline_call(
+        settings_raw, mods, vips, eventsub = await pipeline_call(
             shard,
             "channel_load",
             [
                 ("HGETALL", channel_key(channel, "settings")),
                 ("SMEMBERS", channel_key(channel, "mods")),
                 ("SMEMBERS", channel_key(channel, "vips")),
+                ("HGETALL", channel_key(channel, "eventsub")),
             ],
         )
+        room_id, display_name = await self._broadcaster(channel.lstrip("#"))
         settings = dict(SETTING_DEFAULTS)
         for key, value in (settings_raw or {}).items():
             name = key.decode()
@@ -113,13 +124,27 @@ class ChannelCache:
                 settings[name] = int(value)
         state = ChannelState(
             name=channel,
-            room_id=stable_id(channel.lstrip("#")),
+            room_id=room_id,
             settings=settings,
             mods=frozenset(m.decode() for m in mods or ()),
             vips=frozenset(v.decode() for v in vips or ()),
+            owner_display_name=display_name,
+            eventsub=frozenset(kind.decode() for kind, count in (eventsub or {}).items() if int(count) > 0),
         )
         self._entries[channel] = (time.monotonic() + self._ttl, state)
         return state
+
+    async def _broadcaster(self, login: str) -> tuple[str, str]:
+        """The channel owner's user id and display name: as registered when they
+        logged in (a token may name any id), else derived from the login."""
+        key = login_key(login)
+        [found] = await pipeline_call(self._shards.for_key(key), "user_id", [("GET", key)])
+        if not found:
+            return stable_id(login), login
+        user_id = found.decode()
+        [name] = await pipeline_call(self._shards.for_key(profile_key(user_id)), "user_read",
+                                     [("HGET", profile_key(user_id), "display_name")])
+        return user_id, name.decode() if name else login
 
     async def update_settings(self, channel: str, changes: dict[str, int]) -> None:
         """Write settings and tell every clue process to drop its copy."""

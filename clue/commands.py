@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from clue import eventsub_events as es
+from clue import limits
+from clue.accounts import Accounts
 from clue.channels import ChannelCache, ChannelState
 from clue.shards import ShardSet, pipeline_call, user_key
 from common import twitch, wire
@@ -22,6 +25,9 @@ from common.irc import Message, serialize_tags
 from common.tokens import LOGIN_RE
 from common.wire import Event, Identity, LookupReply
 
+# Channel settings (clue.channels) → their ROOMSTATE tags.
+SETTING_TAGS = {"slow": "slow", "emote_only": "emote-only", "subs_only": "subs-only", "r9k": "r9k",
+                "followers_only": "followers-only"}
 MAX_TIMEOUT = 14 * 24 * 3600
 DEFAULT_TIMEOUT = 600
 DEFAULT_SLOW = 30
@@ -80,14 +86,19 @@ class Context:
     def channel(self) -> str:
         return self.state.name
 
+    @property
+    def caller(self) -> es.Person:
+        return self.identity.user_id, self.identity.login, self.identity.display_name
+
 
 Handler = Callable[["Commands", Context], Awaitable[Outcome]]
 
 
 class Commands:
-    def __init__(self, shards: ShardSet, channels: ChannelCache, server_name: str,
+    def __init__(self, shards: ShardSet, channels: ChannelCache, accounts: Accounts, server_name: str,
                  lookup_message: Callable[[str, str], Awaitable[LookupReply | None]]) -> None:
         self.shards = shards
+        self.accounts = accounts
         self.channels = channels
         self.server = server_name
         # (channel, message id) → the message's sender, text and time, or None; from the exchange.
@@ -110,6 +121,24 @@ class Commands:
         line = message.serialize_without_tags(trailing=bool(params))
         return Event(channel=state.name, command=command, line=line, tags=serialize_tags(tags), sent_ms=now_ms())
 
+    async def change_settings(self, state: ChannelState, changes: dict[str, int]) -> Event:
+        """Write room modes; the ROOMSTATE (and channel.chat_settings.update) that tells everyone."""
+        await self.channels.update_settings(state.name, changes)
+        tags = {"room-id": state.room_id} | {SETTING_TAGS[name]: str(value) for name, value in changes.items()}
+        event = self.broadcast(state, "ROOMSTATE", tags, [])
+        event.notify = [es.notify("channel.chat_settings.update",
+                                  es.chat_settings_update(state.broadcaster, state.settings | changes))]
+        return event
+
+    def silent(self, state: ChannelState, *notify: wire.Notify) -> Event:
+        """An event with no IRC line: only EventSub hears of it (a new moderator, an unban)."""
+        return Event(channel=state.name, command="", line="", sent_ms=now_ms(), notify=list(notify))
+
+    async def person(self, user_id: str, login: str) -> es.Person:
+        """(user id, login, display name) of a user, as EventSub names people."""
+        profile = await self.accounts.user(user_id)
+        return user_id, login, (profile or {}).get("display_name") or login
+
     def room_notice(self, state: ChannelState, msg_id: str, **fill: Any) -> Event:
         text = twitch.notice_text(msg_id, channel=state.name, **fill)
         return self.broadcast(state, "NOTICE", {"msg-id": msg_id}, [text])
@@ -117,9 +146,7 @@ class Commands:
     async def user_id(self, login: str) -> str | None:
         """A login's user id as its tokens name it, recorded at every login;
         None for a login that has never logged in: no such user."""
-        key = login_key(login)
-        [found] = await pipeline_call(self.shards.for_key(key), "user_id", [("GET", key)])
-        return found.decode() if found else None
+        return await self.accounts.user_id(login)
 
     async def ban_ttl(self, channel: str, user_id: str) -> int:
         """-2: not banned, -1: banned, >0: timed out for that many more ms."""
@@ -141,10 +168,6 @@ class Commands:
         if seconds is not None:
             tags = {"ban-duration": str(seconds), **tags}
         return self.broadcast(ctx.state, "CLEARCHAT", tags, [login])
-
-
-def login_key(login: str) -> str:
-    return f"{{n:{login}}}:id"
 
 
 def now_ms() -> int:
@@ -214,8 +237,22 @@ async def _ban_or_timeout(commands: Commands, ctx: Context, seconds: int | None)
         return refused("already_banned", user=login)
     await commands.set_ban(ctx, user_id, seconds)
     outcome = Outcome(f"{kind}_success", {"user": login, "seconds": seconds or ""})
-    outcome.broadcasts.append(commands.clearchat(ctx, login, user_id, seconds))
+    event = commands.clearchat(ctx, login, user_id, seconds)
+    target = await commands.person(user_id, login)
+    reason = " ".join(ctx.args[1 if seconds is None else 2:])
+    now = time.time()
+    event.notify = [
+        es.notify("channel.ban", es.ban(ctx.state.broadcaster, target, ctx.caller, reason, now,
+                                        None if seconds is None else now + seconds)),
+        es.notify("channel.chat.clear_user_messages", es.chat_clear_user_messages(ctx.state.broadcaster, target)),
+    ]
+    outcome.broadcasts.append(event)
     return outcome
+
+
+async def _unbanned(commands: Commands, ctx: Context, login: str, user_id: str) -> Event:
+    target = await commands.person(user_id, login)
+    return commands.silent(ctx.state, es.notify("channel.unban", es.unban(ctx.state.broadcaster, target, ctx.caller)))
 
 
 async def unban(commands: Commands, ctx: Context) -> Outcome:
@@ -226,7 +263,7 @@ async def unban(commands: Commands, ctx: Context) -> Outcome:
     if await commands.ban_ttl(ctx.channel, user_id) == -2:
         return refused("bad_unban_no_ban", user=login)
     await commands.lift_ban(ctx, user_id)
-    return Outcome("unban_success", {"user": login})
+    return Outcome("unban_success", {"user": login}, broadcasts=[await _unbanned(commands, ctx, login, user_id)])
 
 
 async def untimeout(commands: Commands, ctx: Context) -> Outcome:
@@ -240,12 +277,15 @@ async def untimeout(commands: Commands, ctx: Context) -> Outcome:
     if ttl == -1:
         return refused("untimeout_banned", user=login)
     await commands.lift_ban(ctx, user_id)
-    return Outcome("untimeout_success", {"user": login})
+    return Outcome("untimeout_success", {"user": login},
+                   broadcasts=[await _unbanned(commands, ctx, login, user_id)])
 
 
 async def clear(commands: Commands, ctx: Context) -> Outcome:
     tags = {"room-id": ctx.state.room_id, "tmi-sent-ts": str(now_ms())}
-    return Outcome(None, broadcasts=[commands.broadcast(ctx.state, "CLEARCHAT", tags, [])])
+    event = commands.broadcast(ctx.state, "CLEARCHAT", tags, [])
+    event.notify = [es.notify("channel.chat.clear", es.chat_clear(ctx.state.broadcaster))]
+    return Outcome(None, broadcasts=[event])
 
 
 async def delete(commands: Commands, ctx: Context) -> Outcome:
@@ -261,7 +301,11 @@ async def delete(commands: Commands, ctx: Context) -> Outcome:
         return refused("bad_delete_message_mod", user=login)
     tags = {"login": login, "room-id": ctx.state.room_id, "target-msg-id": ctx.args[0], "tmi-sent-ts": str(now_ms())}
     outcome = Outcome("delete_message_success", {"user": login})
-    outcome.broadcasts.append(commands.broadcast(ctx.state, "CLEARMSG", tags, [message.text]))
+    event = commands.broadcast(ctx.state, "CLEARMSG", tags, [message.text])
+    target = await commands.person(await commands.user_id(login) or "", login)
+    event.notify = [es.notify("channel.chat.message_delete",
+                              es.chat_message_delete(ctx.state.broadcaster, target, ctx.args[0]))]
+    outcome.broadcasts.append(event)
     return outcome
 
 
@@ -278,11 +322,9 @@ def mode(setting: str, tag: str, on_value: int, off_value: int, on_id: str, off_
             value = seconds
         if already and ctx.state.settings[setting] == value:
             return refused(f"already_{on_id if turn_on else off_id}")
-        await commands.channels.update_settings(ctx.channel, {setting: value})
-        state = ctx.state
+        roomstate = await commands.change_settings(ctx.state, {setting: value})
         return Outcome(None, broadcasts=[
-            commands.broadcast(state, "ROOMSTATE", {"room-id": state.room_id, tag: str(value)}, []),
-            commands.room_notice(state, on_id if turn_on else off_id, seconds=value),
+            roomstate, commands.room_notice(ctx.state, on_id if turn_on else off_id, seconds=value),
         ])
 
     return handler
@@ -308,7 +350,13 @@ def roles(kind: str, *, grant: bool) -> Handler:
             if await commands.ban_ttl(ctx.channel, target[1]) == -1:
                 return refused("bad_mod_banned" if kind == "mod" else "bad_vip_grantee_banned", user=login)
         await commands.channels.update_members(ctx.channel, set_name, login, add=grant)
-        return Outcome(f"{'' if grant else 'un'}{kind}_success", {"user": login})
+        outcome = Outcome(f"{'' if grant else 'un'}{kind}_success", {"user": login})
+        if kind == "mod":
+            who = await commands.person(await commands.user_id(login) or "", login)
+            build = es.moderator_add if grant else es.moderator_remove
+            outcome.broadcasts.append(commands.silent(ctx.state, es.notify(
+                "channel.moderator.add" if grant else "channel.moderator.remove", build(ctx.state.broadcaster, who))))
+        return outcome
 
     return handler
 
@@ -339,22 +387,30 @@ async def whisper(commands: Commands, ctx: Context) -> Outcome:
     if user_id is None:
         return refused("whisper_invalid_login", user=login)
     sender = ctx.identity
+    whisper_id = uuid.uuid4().hex
+    # Whispers that could go count against Twitch's whisper windows (3 a second, 100 a minute).
+    full = await limits.charge(commands.shards, sender.user_id, "whispers", whisper_id, limits.WHISPER_WINDOWS)
+    if full:
+        return refused(limits.WHISPER_REFUSALS[full - 1])
     low, high = sorted((int(sender.user_id), int(user_id)))
     tags = {
         "badges": "",
         "color": sender.color,
         "display-name": sender.display_name,
         "emotes": "",
-        "message-id": uuid.uuid4().hex,
+        "message-id": whisper_id,
         "thread-id": f"{low}_{high}",
         "turbo": "0",
         "user-id": sender.user_id,
         "user-type": "",
     }
     line = Message(source=twitch.user_source(sender.login), command="WHISPER", params=[login, text])
+    recipient = await commands.person(user_id, login)
     message = Event(channel=twitch.whisper_inbox(login), command="WHISPER", tags=serialize_tags(tags),
                     line=line.serialize_without_tags(trailing=True), id=tags["message-id"], login=sender.login,
-                    text=text, sent_ms=now_ms())
+                    text=text, sent_ms=now_ms(),
+                    notify=[es.notify("user.whisper.message", es.whisper(ctx.caller, recipient, tags["message-id"],
+                                                                          text))])
     return Outcome(None, broadcasts=[message])
 
 

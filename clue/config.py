@@ -23,6 +23,7 @@ class ClueSettings:
     rate_window: float
     join_limit: int
     emotes: dict[str, str]
+    strict: bool
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ClueSettings:
@@ -46,4 +47,6 @@ class ClueSettings:
             # JOINs and logins per user per 10 s (Twitch: 20).
             join_limit=env.int("JOIN_RATE_LIMIT", 20, minimum=1),
             emotes=env.parsed("EMOTES", DEFAULT_EMOTES, parse_emote_set),
+            # Twitch since February 2023: slash commands over IRC are gone (Helix does moderation).
+            strict=env.choice("TWITCH_STRICT", ("on", "off"), "off") == "on",
         )

@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from clue import eventsub_events as es
 from clue import limits, stamp
 from clue.channels import ChannelCache, ChannelState
 from clue.commands import Commands, Role, role_of
@@ -24,7 +25,7 @@ from common import twitch
 from common.internal_http import RemoteError
 from common.irc import Message, serialize_tags
 from common.metrics import Metrics
-from common.wire import CLOSED, Event, Identity, Outcome, Submission
+from common.wire import CLOSED, Event, Identity, Notify, Outcome, Submission
 
 UNAVAILABLE = "msg_service_unavailable"
 # What the checks of one batch may take, retries included; well inside the
@@ -92,7 +93,10 @@ class Ingest:
             except Rejected as rejected:
                 results[index] = refusal(self.metrics, submission.channel, rejected.msg_id, **rejected.fill)
                 continue
-            if prepared.command:
+            if prepared.command and self.settings.strict:
+                name = prepared.text[1:].split(" ", 1)[0]
+                results[index] = refusal(self.metrics, submission.channel, "unrecognized_cmd", command=name)
+            elif prepared.command:
                 results[index] = await self.run_command(submission.identity, prepared.state, prepared.text,
                                                         submission.id)
             else:
@@ -179,17 +183,14 @@ class Ingest:
         return outcome.answer(state.name)
 
     async def _command_limits(self, identity: Identity, state: ChannelState, text: str, event_id: str) -> str:
-        """A command counts as a message against the sender's rate, as on Twitch;
-        a whisper also against the whisper windows. The refusal's msg-id, or ""."""
+        """A command counts as a message against the sender's rate, as on Twitch
+        (whispers have their own windows besides: clue.commands.whisper).
+        The refusal's msg-id, or ""."""
         role = role_of(identity.login, state)
         limit = self.settings.rate_limit_privileged if role >= Role.VIP else self.settings.rate_limit
         rate = ((limit, int(self.settings.rate_window * 1000)),)
         if await limits.charge(self.shards, identity.user_id, "rate", event_id, rate):
             return "msg_ratelimit"
-        if text[1:].split(" ", 1)[0].lower() == "w":
-            full = await limits.charge(self.shards, identity.user_id, "whispers", event_id, limits.WHISPER_WINDOWS)
-            if full:
-                return limits.WHISPER_REFUSALS[full - 1]
         return ""
 
     async def _check_unique(self, pending: list[Pending]) -> None:
@@ -227,6 +228,26 @@ class Ingest:
         line = Message(
             source=twitch.user_source(identity.login), command="PRIVMSG", params=[state.name, entry.text]
         ).serialize_without_tags(trailing=True)
-        return Event(channel=state.name, command="PRIVMSG", line=line, tags=serialize_tags(tags),
-                     id=submission.id, login=identity.login, text=entry.text, sent_ms=sent_ms,
-                     origin=submission.origin)
+        event = Event(channel=state.name, command="PRIVMSG", line=line, tags=serialize_tags(tags),
+                      id=submission.id, login=identity.login, text=entry.text, sent_ms=sent_ms,
+                      origin=submission.origin)
+        if "channel.chat.message" in state.eventsub:  # built only when someone listens
+            event.notify = [self._chat_message_event(entry, tags)]
+        return event
+
+    def _chat_message_event(self, entry: Pending, tags: dict[str, str]) -> Notify:
+        identity = entry.submission.identity
+        text = entry.text
+        message_type = "text"
+        if text.startswith("\x01ACTION ") and text.endswith("\x01"):
+            text = text[len("\x01ACTION "):-1]  # /me: EventSub shows the words; IRC the CTCP ACTION
+        reply = None
+        parent = entry.submission.client_tags.get("reply-parent-msg-id")
+        if parent:
+            reply = {"parent_message_id": parent, "parent_message_body": "", "parent_user_id": "",
+                     "parent_user_name": "", "parent_user_login": "", "thread_message_id": parent,
+                     "thread_user_id": "", "thread_user_name": "", "thread_user_login": ""}
+        return es.notify("channel.chat.message", es.chat_message(
+            entry.state.broadcaster, (identity.user_id, identity.login, identity.display_name),
+            entry.submission.id, text, emotes=self.settings.emotes, color=tags["color"], badges=tags["badges"],
+            message_type=message_type, reply=reply))

@@ -10,7 +10,10 @@ from aiohttp import web
 
 from clue import stamp
 from clue.channels import ChannelCache, ChannelState
-from clue.commands import Commands, login_key
+from clue.accounts import Accounts
+from clue.commands import Commands
+from clue.helix import Helix
+from clue.oauth import OAuth, OAuthError
 from clue.config import ClueSettings
 from clue.ingest import Ingest
 from clue.publisher import Exchanges
@@ -22,7 +25,6 @@ from common import twitch
 from common.internal_http import ApiError, InternalServer, RemoteError, read_body, reply
 from common.metrics import Metrics
 from common.tasks import cancel_and_wait
-from common.tokens import TokenError, verify_token
 from common.wire import (
     EventRange,
     Identity,
@@ -54,8 +56,14 @@ class ClueService:
             settings.exchange_urls, self.routes, settings.common.internal_token, metrics, settings.common.http_timeout
         )
         self.channels.announcements[ROUTES_ANNOUNCE] = self._on_route_change
-        self.commands = Commands(self.shards, self.channels, settings.common.server_name, self.exchange.lookup)
+        self.accounts = Accounts(self.shards)
+        self.oauth = OAuth(settings.chat_secret, self.accounts)
+        self.commands = Commands(self.shards, self.channels, self.accounts, settings.common.server_name,
+                                 self.exchange.lookup)
         self.ingest = Ingest(settings, metrics, self.shards, self.channels, self.exchange, self.commands)
+        self.helix = Helix(self.oauth, self.accounts, self.channels, self.shards, self.ingest, self.commands,
+                           self.exchange)
+        self.oauth.on_user_revoked = self._revoked
         self._pruner: asyncio.Task[None] | None = None
         self.server = InternalServer(
             settings.common.internal_token,
@@ -66,6 +74,11 @@ class ClueService:
                 web.post("/v1/tail", self._on_tail),
                 web.post("/api/v1/channels/{channel}/commands", self._on_api_command),
                 web.get("/api/v1/channels/{channel}", self._on_api_channel),
+                web.get("/oauth2/validate", self.oauth.on_validate),
+                web.post("/oauth2/token", self.oauth.on_token),
+                web.post("/oauth2/revoke", self.oauth.on_revoke),
+                web.post("/oauth2/authorize", self.oauth.on_authorize),
+                *self.helix.routes(),
                 web.get("/health", self._on_health),
             ],
         )
@@ -104,6 +117,9 @@ class ClueService:
         except (ShardUnavailable, RemoteError) as exc:
             log.warning("route_change_failed", channel=channel, detail=str(exc)[:200])
 
+    async def _revoked(self, client_id: str, user_id: str) -> None:
+        await self.helix.eventsub.revoke(client_id, user_id, "authorization_revoked")
+
     # ---- handlers for edges
     async def _on_health(self, request: web.Request) -> web.Response:
         return reply({"ok": True})
@@ -111,17 +127,18 @@ class ClueService:
     async def _on_login(self, request: web.Request) -> web.Response:
         body = await read_body(request, LoginRequest)
         try:
-            identity = verify_token(self.settings.chat_secret, body.token)
-        except TokenError as exc:
+            grant = await self.oauth.authenticate(body.token)
+        except OAuthError as exc:
             self.metrics.incr("logins.failed")
-            raise ApiError(401, str(exc)) from None
+            raise ApiError(401, exc.message) from None
+        identity = grant.identity
+        assert identity is not None
         try:
             if await self._over_limit(identity.user_id, "logins"):
                 self.metrics.incr("logins.ratelimited")
                 raise ApiError(429, "too many logins; try again in a few seconds")
-            # Lets /ban and friends find the user id a login's tokens carry.
-            key = login_key(identity.login)
-            await pipeline_call(self.shards.for_key(key), "login", [("SET", key, identity.user_id)])
+            # Lets /ban, Helix ids and EventSub conditions find the user.
+            await self.accounts.remember(identity)
         except ShardUnavailable:
             pass  # fail open: a login changes no chat state, and messages are still checked
         self.metrics.incr("logins.ok")
@@ -168,14 +185,16 @@ class ClueService:
         return reply(EventRange(events=events, complete=True))
 
     # ---- the moderation API for bots and tools (users' bearer tokens)
-    def _api_identity(self, request: web.Request) -> Identity:
+    async def _api_identity(self, request: web.Request) -> Identity:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            raise ApiError(401, "no bearer token")
         try:
-            if scheme.lower() != "bearer":
-                raise TokenError("no bearer token")
-            return verify_token(self.settings.chat_secret, token.removeprefix("oauth:"))
-        except TokenError as exc:
-            raise ApiError(401, str(exc)) from None
+            grant = await self.oauth.authenticate(token)
+        except OAuthError as exc:
+            raise ApiError(401, exc.message) from None
+        assert grant.identity is not None
+        return grant.identity
 
     async def _api_state(self, request: web.Request) -> ChannelState:
         channel = "#" + request.match_info["channel"].lstrip("#").lower()
@@ -188,7 +207,7 @@ class ClueService:
 
     async def _on_api_command(self, request: web.Request) -> web.Response:
         """`{"command": "/ban troll"}` → what the same line in chat would do."""
-        identity = self._api_identity(request)
+        identity = await self._api_identity(request)
         state = await self._api_state(request)
         body = await read_body(request, ApiCommand)
         text = body.command.strip()
@@ -199,7 +218,7 @@ class ClueService:
         return reply({"ok": outcome.ok, "msg_id": outcome.msg_id, "text": outcome.text}, status=status)
 
     async def _on_api_channel(self, request: web.Request) -> web.Response:
-        self._api_identity(request)
+        await self._api_identity(request)
         state = await self._api_state(request)
         return reply({
             "channel": state.name,

@@ -74,9 +74,9 @@ async def read_body(request: web.Request, kind: type[T]) -> T:
 
 
 # Paths outside the internal-token guard: health checks, and public APIs whose
-# handlers check users' own bearer tokens.
+# handlers check users' own bearer tokens (edges forward them from clients).
 OPEN_PATHS = frozenset({"/health"})
-PUBLIC_PREFIX = "/api/"
+PUBLIC_PREFIXES = ("/api/", "/oauth2/", "/helix/")
 
 
 def errors_middleware():
@@ -105,7 +105,7 @@ def internal_auth_middleware(token: str):
 
     @web.middleware
     async def middleware(request: web.Request, handler):
-        if request.path not in OPEN_PATHS and not request.path.startswith(PUBLIC_PREFIX):
+        if request.path not in OPEN_PATHS and not request.path.startswith(PUBLIC_PREFIXES):
             given = request.headers.get(AUTH_HEADER, "").encode()
             if not hmac.compare_digest(given, expected):
                 return json_error(401, "missing or wrong internal token")
@@ -147,6 +147,17 @@ class InternalClient:
         """POST a typed message (or pre-encoded JSON bytes); the answer decoded as `answer`."""
         body = message if isinstance(message, bytes) else wire.encode(message)
         return await self._request("POST", path, body, op, answer, timeout)
+
+    async def forward(self, method: str, path_and_query: str, headers: dict[str, str], body: bytes
+                      ) -> tuple[int, dict[str, str], bytes]:
+        """A public API call passed through as it is (the caller's own Authorization
+        header, not the internal token): its status, headers and body."""
+        started = time.perf_counter()
+        async with self._session.request(method, self.base_url + path_and_query, data=body or None,
+                                         headers=headers) as response:
+            answer = await response.read()
+            self._metrics.timing(f"http.{self.metric_name}.forward", (time.perf_counter() - started) * 1000)
+            return response.status, dict(response.headers), answer
 
     async def get(self, path: str, op: str, answer: type[T]) -> T:
         return await self._request("GET", path, None, op, answer, None)

@@ -1,6 +1,8 @@
 """Twitch's dialect: names, NOTICE texts and the fixed lines real clients expect."""
 from __future__ import annotations
 
+import datetime
+import math
 import re
 
 CAPABILITIES = ("twitch.tv/tags", "twitch.tv/commands", "twitch.tv/membership")
@@ -156,3 +158,18 @@ WHISPER_PREFIX = "@"
 
 def whisper_inbox(login: str) -> str:
     return f"{WHISPER_PREFIX}{login}"
+
+
+def rfc3339(epoch: float) -> str:
+    """UTC, nanosecond digits, like Twitch's `2020-07-15T18:15:11.171067130Z`."""
+    seconds = math.floor(epoch)
+    nanos = round((epoch - seconds) * 1_000_000_000)
+    if nanos == 1_000_000_000:
+        seconds, nanos = seconds + 1, 0
+    stamp = datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{nanos:09d}Z"
+
+
+def rfc3339_seconds(epoch: float) -> str:
+    """UTC to the second, as Helix writes `created_at`: `2021-09-28T18:22:31Z`."""
+    return datetime.datetime.fromtimestamp(math.floor(epoch), datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -7,7 +7,8 @@ tags and `tags` Twitch's tag string, already escaped, so an edge writes
 reads sender, text and time as fields instead of parsing lines back.
 
     edge → clue        LoginRequest → LoginReply, JoinRequest → JoinReply,
-                       SubmitBatch → SubmitResults, TailRequest → EventRange
+                       SubmitBatch → SubmitResults, TailRequest → EventRange,
+                       SessionRequest → SessionSubscriptions (EventSub sessions)
     clue → exchange    PublishBatch → PublishReply, MoveRequest, LookupRequest → LookupReply
     edge → exchange    SubscribeRequest / SyncRequest / HeartbeatRequest → SubscriptionReply,
                        RangeRequest → EventRange, OutcomeRequest → OutcomeReply
@@ -34,8 +35,39 @@ class Identity(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     subscriber: bool = False
 
 
+class Notify(msgspec.Struct, array_like=True, gc=False):
+    """An EventSub event an Event also is: its type and its `event` object, encoded once."""
+
+    type: str
+    event: msgspec.Raw
+
+
+class Subscription(msgspec.Struct, omit_defaults=True):
+    """An EventSub subscription as an edge delivers it."""
+
+    id: str
+    type: str
+    version: str
+    condition: dict[str, str]
+    transport: dict[str, str]  # as Helix shows it: method and session_id (or conduit_id)
+    created_at: str
+    channel: str  # the stream its events come through: a chat channel, or a user's whisper inbox
+    shard: int = 0  # conduits: this session serves events whose channel hashes to this shard
+    shards: int = 1
+
+
+class Control(msgspec.Struct, omit_defaults=True):
+    """For the edge holding an EventSub session: add, remove or revoke a subscription."""
+
+    op: str
+    subscription: Subscription
+    status: str = ""  # a revocation's reason (authorization_revoked, user_removed, …)
+
+
 class Event(msgspec.Struct, omit_defaults=True, gc=False):
-    """One line for a channel (PRIVMSG, CLEARCHAT, ROOMSTATE, WHISPER, …) in its one order."""
+    """One thing that happened in a channel, in its one order: an IRC line
+    (PRIVMSG, CLEARCHAT, ROOMSTATE, WHISPER, …), the EventSub events it also is,
+    or a control message for an EventSub session."""
 
     channel: str
     command: str
@@ -49,6 +81,8 @@ class Event(msgspec.Struct, omit_defaults=True, gc=False):
     seq: int = 0  # the channel's sequence number, given by the exchange
     gen: int = 0  # the exchange's generation of the channel's stream (state evicted → new one)
     rv: int = 0  # the route version the publishing clue knew (live moves)
+    notify: list[Notify] = []  # EventSub events, built by clue only for types someone subscribed to
+    control: Control | None = None
 
 
 class Moved(msgspec.Struct, gc=False):
@@ -131,6 +165,16 @@ class TailRequest(msgspec.Struct):
     after: dict[str, int]
 
 
+class SessionRequest(msgspec.Struct):
+    """An edge opens, closes or takes over (after a reconnect) an EventSub WebSocket session."""
+
+    session_id: str
+
+
+class SessionSubscriptions(msgspec.Struct):
+    subscriptions: list[Subscription]
+
+
 # ---- clue → exchange
 
 # PublishReply.seqs: a sequence number, or one of these.
@@ -172,6 +216,14 @@ class SubscribeOp(msgspec.Struct, omit_defaults=True, gc=False):
     channel: str
     add: bool = True
     replay_from_version: int = 0  # after a live move: what was ordered since this route version
+
+
+class RecentRequest(msgspec.Struct):
+    """What a channel's stream ordered in the last `seconds` (an EventSub session
+    taken over from a draining edge catches up with it)."""
+
+    channel: str
+    seconds: float
 
 
 class SubscribeRequest(msgspec.Struct):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 
@@ -37,6 +38,7 @@ from common.wire import (
 )
 
 log = structlog.get_logger()
+T = TypeVar("T")
 
 HEALTH_INTERVAL = 1.0
 # How long an unanswered submission is retried before it is settled.
@@ -95,7 +97,8 @@ class ClueClient:
                 else:
                     self._mark(url, True)
 
-    async def _call(self, key: str, path: str, message: object, op: str, answer: type):
+    async def call(self, key: str, path: str, message: object, op: str, answer: type[T]) -> T:
+        """One request to the clue `key` belongs to, failing over when that clue refuses connections."""
         url = self._pick(key)
         try:
             return await self._clients[url].post(path, message, op=op, answer=answer)
@@ -104,6 +107,11 @@ class ClueClient:
                 raise
             self._mark(url, False)
             return await self._clients[self._pick(key)].post(path, message, op=op, answer=answer)
+
+    async def forward(self, key: str, method: str, path_and_query: str, headers: dict[str, str], body: bytes
+                      ) -> tuple[int, dict[str, str], bytes]:
+        """A client's API call, as it came, to the clue `key` belongs to; its answer as it is."""
+        return await self._clients[self._pick(key)].forward(method, path_and_query, headers, body)
 
     def _sender(self, url: str) -> Callable[[list[Submission]], Awaitable[list[Outcome]]]:
         client = self._clients[url]
@@ -117,7 +125,7 @@ class ClueClient:
     async def login(self, token: str) -> Identity | None:
         """The identity a token names, or None when clue refuses it."""
         try:
-            answer = await self._call(token[-16:], "/v1/login", LoginRequest(token), op="login", answer=LoginReply)
+            answer = await self.call(token[-16:], "/v1/login", LoginRequest(token), op="login", answer=LoginReply)
         except RemoteError as exc:
             if exc.status in (401, 429):
                 return None
@@ -126,7 +134,7 @@ class ClueClient:
 
     async def join(self, channel: str, identity: Identity | None) -> JoinReply:
         key = identity.login if identity else channel
-        return await self._call(key, "/v1/join", JoinRequest(channel, identity), op="join", answer=JoinReply)
+        return await self.call(key, "/v1/join", JoinRequest(channel, identity), op="join", answer=JoinReply)
 
     def submit(self, submission: Submission, retry: bool) -> asyncio.Future[Outcome]:
         """Hand a message to the user's clue; `retry`: it is safe to send again

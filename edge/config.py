@@ -32,6 +32,8 @@ class EdgeSettings:
     trusted_proxies: frozenset[str]
     max_inflight: int
     join_limit: int
+    public_url: str
+    drain_timeout: float
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> EdgeSettings:
@@ -67,6 +69,11 @@ class EdgeSettings:
             max_inflight=env.int("EDGE_MAX_INFLIGHT", 100, minimum=1),
             # JOINs one connection may send per 10 s (Twitch: 20), anonymous ones included.
             join_limit=env.int("EDGE_JOIN_RATE_LIMIT", 20, minimum=1),
+            # Where clients reach this edge's WebSocket port (behind a proxy: the proxy's):
+            # EventSub sessions of a draining edge are told to reconnect there.
+            public_url=env.str("EDGE_PUBLIC_URL", ""),
+            # How long a stopping edge waits for its EventSub sessions to reconnect elsewhere.
+            drain_timeout=env.duration("EDGE_DRAIN_TIMEOUT", "10s"),
         )
         if bool(settings.tls_cert) != bool(settings.tls_key):
             raise ConfigError("EDGE_TLS_CERT and EDGE_TLS_KEY must be set together")

@@ -29,6 +29,8 @@ log = structlog.get_logger()
 IRC_SUBPROTOCOL = Subprotocol("irc")
 # Large enough for one maximal IRC line per frame plus slack for several lines.
 MAX_WS_MESSAGE = 64 * 1024
+# The first request's head on the WebSocket port, read before deciding who serves it.
+MAX_REQUEST_HEAD = 16 * 1024
 
 
 class ConnectionHost(Protocol):
@@ -48,6 +50,7 @@ class ConnectionHost(Protocol):
     def connection_closed(self, conn: ClientConnection) -> None: ...
     def handle_input(self, conn: ClientConnection, items: list[str | LineTooLong]) -> None: ...
     def slow_consumer(self, conn: ClientConnection) -> None: ...
+    def hand_off(self, conn: ClientConnection, data: bytes) -> None: ...
 
 
 class ClientConnection(asyncio.Protocol):
@@ -173,13 +176,14 @@ class WebSocketConnection(ClientConnection):
     """IRC over WebSocket: open for chat once the handshake is done."""
 
     kind = "ws"
-    __slots__ = ("ws", "_fragments", "_refusal")
+    __slots__ = ("ws", "_fragments", "_refusal", "_head")
 
     def __init__(self, host: ConnectionHost, proxy_protocol: bool = False) -> None:
         super().__init__(host, proxy_protocol)
         self.ws = ServerProtocol(select_subprotocol=_select_subprotocol, max_size=MAX_WS_MESSAGE)
         self._fragments: list[bytes] = []
         self._refusal: str | None = None
+        self._head: bytearray | None = bytearray()  # until the first request's head is read
 
     def on_admitted(self) -> None:
         pass  # not open for chat until the handshake completes
@@ -189,6 +193,18 @@ class WebSocketConnection(ClientConnection):
         self._refusal = reason
 
     def received(self, data: bytes) -> None:
+        if self._head is not None:
+            self._head += data
+            end = self._head.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._head) > MAX_REQUEST_HEAD:
+                    self.abort()
+                return
+            data, self._head = bytes(self._head), None
+            if self._refusal is None and not is_irc_upgrade(data[:end]):
+                # Not IRC over WebSocket: the edge's HTTP surface (API, EventSub, the page) serves it.
+                self.host.hand_off(self, data)
+                return
         self.ws.receive_data(data)
         for event in self.ws.events_received():
             if isinstance(event, Request):
@@ -248,6 +264,19 @@ class WebSocketConnection(ClientConnection):
                 pass
             self._flush()
         super().close()
+
+
+def is_irc_upgrade(head: bytes) -> bool:
+    """A WebSocket upgrade of `/`: IRC over WebSocket (anything else is for the HTTP app)."""
+    request_line, _, headers = head.partition(b"\r\n")
+    parts = request_line.split(b" ")
+    if len(parts) != 3 or parts[0] != b"GET" or parts[1].split(b"?", 1)[0] != b"/":
+        return False
+    for header in headers.split(b"\r\n"):
+        name, _, value = header.partition(b":")
+        if name.strip().lower() == b"upgrade" and value.strip().lower() == b"websocket":
+            return True
+    return False
 
 
 def _select_subprotocol(protocol: ServerProtocol, offered: list[Subprotocol]) -> Subprotocol | None:

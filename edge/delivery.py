@@ -46,7 +46,8 @@ def deliver(hub: Hub, edge_id: str, events: list[Event]) -> int:
     """Write events, already in order, to local subscribers; returns deliveries."""
     by_channel: defaultdict[str, list[Event]] = defaultdict(list)
     for event in events:
-        by_channel[event.channel].append(event)
+        if event.line:  # events with no IRC line are for EventSub (or control) alone
+            by_channel[event.channel].append(event)
 
     delivered = 0
     origin_prefix = edge_id + "/"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import ssl
 import time
@@ -17,12 +18,27 @@ from common.internal_http import InternalServer, RemoteError, read_body, reply, 
 from common.irc import LineTooLong
 from common.metrics import Metrics
 from common.tasks import cancel_and_wait
-from common.wire import DeliverBatch, DeliverReply, Event, EventRange, Outcome, Position, RangeRequest, Submission
+from common.wire import (
+    DeliverBatch,
+    DeliverReply,
+    Event,
+    EventRange,
+    Outcome,
+    Position,
+    RangeRequest,
+    RecentRequest,
+    SessionRequest,
+    SessionSubscriptions,
+    Submission,
+    Subscription,
+)
 from common.wire import TailRequest as Tail
 from edge import delivery
 from edge.config import EdgeSettings
 from edge.connections import ClientConnection, WebSocketConnection
+from edge.eventsub import EventSubHub
 from edge.hub import Hub
+from edge.public import public_app
 from edge.ordering import Heal, Ordering
 from edge.session import Action, Authenticate, Close, JoinChannel, PartChannel, Publish, Reply
 from edge.subscriptions import ExchangeLink
@@ -62,6 +78,12 @@ class EdgeService:
         self.clusters: Clusters | None = None
         self._keepalive: asyncio.Task[None] | None = None
         self.addresses: dict[str, str] = {}
+        self.internal_token = settings.common.internal_token
+        self.public_ws_url = settings.public_url
+        self.eventsub = EventSubHub(self, settings.common.internal_token)
+        self._controls: asyncio.Queue[Event] = asyncio.Queue()
+        self._public = web.AppRunner(public_app(self._forward, self.eventsub.handle, self._index), access_log=None,
+                                     handler_cancellation=True)
         metrics.gauge_from("connections", lambda: len(self.conns))
         metrics.gauge_from("channels", lambda: len(self.hub))
 
@@ -78,6 +100,9 @@ class EdgeService:
         )
         self.clusters.start()
         self._keepalive = loop.create_task(self._keep_alive())
+        await self._public.setup()
+        self.eventsub.start()
+        self._spawn(self._apply_controls())
 
         proxy = self.settings.proxy_protocol
         listeners = [
@@ -92,15 +117,26 @@ class EdgeService:
                 ("wss", self.settings.wss_listen, lambda: WebSocketConnection(self), tls),
             ]
         for kind, (host, port), factory, context in listeners:
-            server = await loop.create_server(factory, host, port, backlog=4096, reuse_address=True, ssl=context)
+            # "localhost": IPv4 and, where the machine has it, IPv6 (Node resolves localhost to ::1 first).
+            server = await loop.create_server(factory, "127.0.0.1" if host == "localhost" else host, port,
+                                              backlog=4096, reuse_address=True, ssl=context)
             self._servers.append(server)
             bound = server.sockets[0].getsockname()
             self.addresses[kind] = f"{kind}://{url_host(host)}:{bound[1]}"
+            if host == "localhost":
+                with contextlib.suppress(OSError):
+                    self._servers.append(await loop.create_server(factory, "::1", bound[1], backlog=4096,
+                                                                  reuse_address=True, ssl=context))
+        if not self.public_ws_url:
+            self.public_ws_url = self.addresses["ws"]
 
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
         await cancel_and_wait(self._keepalive)
+        # EventSub sessions are told where to reconnect, and given a while to.
+        await self.eventsub.drain(self.settings.drain_timeout)
+        await self.eventsub.stop()
         # Tell clients to reconnect (to another edge) before the socket closes;
         # closing a transport still sends what is buffered.
         reconnect = f":{self.server_name} RECONNECT\r\n".encode()
@@ -111,6 +147,7 @@ class EdgeService:
             task.cancel()
         if self.clusters is not None:
             await self.clusters.close()
+        await self._public.cleanup()
         await self.server.stop()
 
     # ---- connections (edge.connections.ConnectionHost)
@@ -133,6 +170,17 @@ class EdgeService:
 
     def connection_opened(self, conn: ClientConnection) -> None:
         self.metrics.incr(f"connections.opened.{conn.kind}")
+
+    def hand_off(self, conn: ClientConnection, data: bytes) -> None:
+        """A request on the WebSocket port that is not IRC: the public HTTP app serves it."""
+        transport = conn.transport
+        self.connection_closed(conn)
+        if transport is None or transport.is_closing() or self._public.server is None:
+            return
+        protocol = self._public.server()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(data)
 
     def connection_closed(self, conn: ClientConnection) -> None:
         if self.conns.pop(conn.conn_id, None) is None:
@@ -332,8 +380,21 @@ class EdgeService:
             return 0
         with self.metrics.timer("fanout"):
             delivered = delivery.deliver(self.hub, self.settings.edge_id, events)
+        self.eventsub.deliver(events)
+        for event in events:
+            if event.control is not None:
+                self._controls.put_nowait(event)
         self.metrics.incr("messages.delivered", delivered)
         return delivered
+
+    async def _apply_controls(self) -> None:
+        """EventSub subscriptions for this edge's sessions, one at a time, in order."""
+        while True:
+            event = await self._controls.get()
+            try:
+                await self.eventsub.control(event)
+            except Exception:  # a bug in one control must not stop the next
+                log.exception("eventsub_control_failed", channel=event.channel)
 
     async def _heal(self, heal: Heal) -> None:
         """Ask the channel's exchange for the events this edge is missing."""
@@ -393,6 +454,50 @@ class EdgeService:
             self._deliver(ready)
         log.info("recovered_exchange_tail", remote="exchange", url=link.url, channels=len(after), events=recovered)
 
+    # ---- edge.eventsub.Host
+    async def hold(self, channel: str) -> None:
+        """Hear a channel's stream for EventSub (counted like a local user)."""
+        assert self.clusters is not None
+        cluster = "main"
+        if channel.startswith("#"):
+            try:
+                cluster = (await self.clusters.main.join(channel, None)).cluster
+            except RemoteError:
+                pass
+        elif channel.startswith(twitch.WHISPER_PREFIX):
+            cluster = self.clusters.whisper_cluster()
+        await self._subscribe(channel, cluster)
+
+    def release(self, channel: str) -> None:
+        assert self.clusters is not None
+        self.clusters.unsubscribe(channel)
+
+    async def recent(self, channel: str, seconds: float) -> list[Event]:
+        assert self.clusters is not None
+        try:
+            answer = await self.clusters.link_for(channel).client.post(
+                "/v1/recent", RecentRequest(channel, seconds), op="recent", answer=EventRange)
+        except RemoteError:
+            return []
+        return answer.events
+
+    async def session_call(self, op: str, session_id: str) -> list[Subscription]:
+        assert self.clusters is not None
+        answer = await self.clusters.main.call(session_id, f"/v1/eventsub/{op}", SessionRequest(session_id),
+                                               op=f"eventsub_{op}", answer=SessionSubscriptions)
+        return answer.subscriptions
+
+    # ---- the public HTTP surface
+    async def _forward(self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+                       ) -> tuple[int, dict[str, str], bytes]:
+        assert self.clusters is not None
+        key = headers.get("Authorization", path)
+        return await self.clusters.main.forward(key, method, path + ("?" + query if query else ""), headers, body)
+
+    async def _index(self, request: web.Request) -> web.Response:
+        return web.Response(text=f"chatd edge {self.settings.edge_id}: IRC over WebSocket at {self.public_ws_url}/, "
+                                 "EventSub at /ws, Helix at /helix/, OAuth at /oauth2/\n")
+
     async def _on_health(self, request: web.Request) -> web.Response:
         return reply({
             "ok": True,
@@ -402,6 +507,7 @@ class EdgeService:
             "sequence_gaps": self.ordering.gaps,
             "sequence_healed": self.ordering.healed,
             "duplicates_dropped": self.ordering.duplicates,
+            "eventsub_sessions": len(self.eventsub.sessions),
         })
 
 

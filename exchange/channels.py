@@ -36,6 +36,7 @@ class Entry:
     seq: int
     rv: int
     id: str
+    at: float  # when it was ordered (monotonic)
     encoded: bytes
 
 
@@ -98,10 +99,11 @@ class ChannelLog:
         event.gen = self.gen
         encoded = wire.encode(event)
         history = self.history
-        history.append(Entry(self.seq, event.rv, event.id, encoded))
+        now = time.monotonic()
+        history.append(Entry(self.seq, event.rv, event.id, now, encoded))
         if len(history) > history_limit + history_limit // 4 + 1:
             del history[: len(history) - history_limit]
-        self.last_write = time.monotonic()
+        self.last_write = now
         return encoded
 
     def _first(self) -> int:
@@ -124,6 +126,14 @@ class ChannelLog:
         found = [entry for entry in self.history if entry.rv >= version]
         baseline = found[0].seq - 1 if found else self.seq
         return [entry.encoded for entry in found], baseline
+
+    def recent(self, seconds: float) -> list[bytes]:
+        """Encoded events ordered in the last `seconds`, in order."""
+        horizon = time.monotonic() - seconds
+        start = len(self.history)
+        while start > 0 and self.history[start - 1].at >= horizon:
+            start -= 1
+        return [entry.encoded for entry in self.history[start:]]
 
     def find(self, message_id: str) -> Event | None:
         """A message still in the history, by id (for /delete: rare, so a scan)."""

@@ -36,6 +36,7 @@ from common.wire import (
     PublishBatch,
     PublishReply,
     RangeRequest,
+    RecentRequest,
     SubscribeRequest,
     SubscriptionReply,
     SyncRequest,
@@ -48,6 +49,8 @@ log = structlog.get_logger()
 
 # Messages /delete can reach: Twitch allows six hours.
 LOOKUP_SECONDS = 6 * 3600
+# The most of a channel's recent past one request may ask for.
+RECENT_LIMIT = 60.0
 
 
 class ExchangeService:
@@ -68,6 +71,7 @@ class ExchangeService:
                 web.post("/v1/sync", self._on_sync),
                 web.post("/v1/heartbeat", self._on_heartbeat),
                 web.post("/v1/range", self._on_range),
+                web.post("/v1/recent", self._on_recent),
                 web.post("/v1/outcome", self._on_outcome),
                 web.post("/v1/lookup", self._on_lookup),
                 web.post("/v1/move", self._on_move),
@@ -241,6 +245,14 @@ class ExchangeService:
         self.metrics.incr("range.events", len(found))
         return web.Response(body=wire.encode_list(b'{"events":', found, b',"complete":%s}' % (
             b"true" if complete else b"false")), content_type="application/json")
+
+    async def _on_recent(self, request: web.Request) -> web.Response:
+        """What a channel's stream ordered lately (an EventSub session catching up after a reconnect)."""
+        body = await read_body(request, RecentRequest)
+        channel = self.channels.get(body.channel)
+        found = channel.recent(min(body.seconds, RECENT_LIMIT)) if channel else []
+        return web.Response(body=wire.encode_list(b'{"events":', found, b',"complete":true}'),
+                            content_type="application/json")
 
     async def _on_channel(self, request: web.Request) -> web.Response:
         """Which edges hold a channel, and how far its sequence has got."""

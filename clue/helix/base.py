@@ -1,0 +1,192 @@
+"""What every Helix endpoint shares: the caller's token and scopes, Twitch's
+error body, rate-limit headers, pagination, and ids read as users and channels."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+
+from clue.accounts import Accounts
+from clue.channels import ChannelCache, ChannelState
+from clue.oauth import OAuth, OAuthError
+from clue.shards import ShardSet, ShardUnavailable, pipeline_call
+from common import twitch
+from common.twitch import rfc3339_seconds as rfc3339
+from common.tokens import APP, USER, Grant
+
+# Twitch's bucket: 800 points a minute per client and user.
+RATE_LIMIT = 800
+RATE_WINDOW = 60
+MAX_PAGE = 100
+
+
+class HelixError(Exception):
+    """Answered as Twitch's `{"error", "status", "message"}`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    body = {"error": HTTPStatus(status).phrase, "status": status, "message": message}
+    return web.json_response(body, status=status, headers=headers)
+
+
+@dataclass(slots=True)
+class Call:
+    """One authenticated Helix request."""
+
+    request: web.Request
+    grant: Grant
+    headers: dict[str, str]  # rate-limit headers for the answer
+
+    @property
+    def user_id(self) -> str | None:
+        return self.grant.identity.user_id if self.grant.identity else None
+
+    def param(self, name: str, required: bool = True) -> str:
+        value = self.request.query.get(name, "")
+        if required and not value:
+            raise HelixError(400, f"Missing required parameter \"{name}\"")
+        return value
+
+    def params(self, name: str) -> list[str]:
+        return self.request.query.getall(name, [])
+
+    async def body(self) -> dict[str, Any]:
+        if not self.request.can_read_body:
+            return {}
+        try:
+            data = json.loads(await self.request.read() or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise HelixError(400, "The request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise HelixError(400, "The request body must be a JSON object")
+        return data
+
+    def require_user(self, user_id: str, field: str) -> None:
+        """The token must belong to the user `field` names."""
+        if self.user_id != user_id:
+            raise HelixError(401, f"The ID in {field} must match the user ID found in the request's OAuth token.")
+
+    def json(self, data: Any, status: int = 200) -> web.Response:
+        return web.json_response(data, status=status, headers=self.headers)
+
+    def empty(self) -> web.Response:
+        return web.Response(status=204, headers=self.headers)
+
+
+Handler = Callable[[Call], Awaitable[web.Response]]
+
+
+class HelixBase:
+    def __init__(self, oauth: OAuth, accounts: Accounts, channels: ChannelCache, shards: ShardSet) -> None:
+        self.oauth = oauth
+        self.accounts = accounts
+        self.channels = channels
+        self.shards = shards
+
+    def endpoint(self, handler: Handler, *, scopes_all: tuple[str, ...] = (), scopes_any: tuple[str, ...] = (),
+                 tokens: tuple[str, ...] = (USER, APP)) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """An aiohttp handler: authenticate, check scopes, count the rate, run, answer errors Twitch's way."""
+
+        async def handle(request: web.Request) -> web.Response:
+            try:
+                call = await self._authenticate(request, tokens, scopes_all, scopes_any)
+            except HelixError as exc:
+                return error_response(exc.status, exc.message, getattr(exc, "headers", None))
+            try:
+                return await handler(call)
+            except HelixError as exc:
+                return error_response(exc.status, exc.message, call.headers)
+            except ShardUnavailable:
+                return error_response(503, "chat state is unavailable; try again", call.headers)
+
+        return handle
+
+    async def _authenticate(self, request: web.Request, kinds: tuple[str, ...], scopes_all: tuple[str, ...],
+                            scopes_any: tuple[str, ...]) -> Call:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise HelixError(401, "OAuth token is missing")
+        try:
+            grant = await self.oauth.authenticate(token, kinds)
+        except OAuthError:
+            raise HelixError(401, "Invalid OAuth token") from None
+        client_id = request.headers.get("Client-Id")
+        if client_id is not None and client_id != grant.client_id:
+            raise HelixError(401, "Client ID and OAuth token do not match")
+        if scopes_all and not grant.has(*scopes_all):
+            raise HelixError(401, f"Missing scope: {' '.join(scopes_all)}")
+        if scopes_any and not any(grant.has(scope) for scope in scopes_any):
+            raise HelixError(401, f"Missing scope: one of {' '.join(scopes_any)}")
+        headers = await self._rate(grant)
+        return Call(request, grant, headers)
+
+    async def _rate(self, grant: Grant) -> dict[str, str]:
+        """Count one point in the caller's bucket; Twitch's headers; 429 when it is empty."""
+        window = int(time.time()) // RATE_WINDOW
+        who = grant.identity.user_id if grant.identity else "app"
+        key = f"{{rl:{grant.client_id}:{who}}}:{window}"
+        try:
+            used, _ = await pipeline_call(self.shards.for_key(key), "helix_rate",
+                                          [("INCR", key), ("EXPIRE", key, RATE_WINDOW * 2)])
+        except ShardUnavailable:
+            used = 0  # fail open: the bucket is a courtesy, not a safety check
+        reset = (window + 1) * RATE_WINDOW
+        headers = {"Ratelimit-Limit": str(RATE_LIMIT), "Ratelimit-Remaining": str(max(0, RATE_LIMIT - int(used))),
+                   "Ratelimit-Reset": str(reset)}
+        if int(used) > RATE_LIMIT:
+            raise _RateLimited(headers)
+        return headers
+
+    # ---- ids
+    async def user(self, user_id: str) -> dict[str, str]:
+        """A known user by id ({login, display_name, created_at}), or a 400 naming the id."""
+        found = await self.accounts.user(user_id) if user_id.isdigit() else None
+        if found is None:
+            raise HelixError(400, f"Invalid user ID: {user_id}")
+        return found
+
+    async def channel(self, broadcaster_id: str) -> ChannelState:
+        login = (await self.user(broadcaster_id))["login"]
+        channel = "#" + login
+        if not twitch.is_valid_channel(channel):
+            raise HelixError(400, f"Invalid broadcaster_id: {broadcaster_id}")
+        return await self.channels.get(channel)
+
+
+class _RateLimited(HelixError):
+    def __init__(self, headers: dict[str, str]) -> None:
+        super().__init__(429, "Too Many Requests")
+        self.headers = headers
+
+
+def paginate(items: list[Any], call: Call) -> tuple[list[Any], dict[str, str]]:
+    """Twitch's cursor pagination over a list: `first` (1-100, default 20) and `after`."""
+    try:
+        first = int(call.request.query.get("first", "20"))
+    except ValueError:
+        raise HelixError(400, "The value of \"first\" must be a number from 1 through 100") from None
+    if not 1 <= first <= MAX_PAGE:
+        raise HelixError(400, "The value of \"first\" must be a number from 1 through 100")
+    start = 0
+    after = call.request.query.get("after")
+    if after:
+        try:
+            start = int(json.loads(base64.urlsafe_b64decode(after + "==")).get("o", 0))
+        except (ValueError, AttributeError):
+            raise HelixError(400, "The cursor in \"after\" is not valid") from None
+    page = items[start:start + first]
+    more = start + first < len(items)
+    cursor = base64.urlsafe_b64encode(json.dumps({"o": start + first}).encode()).decode().rstrip("=")
+    return page, ({"cursor": cursor} if more else {})
+

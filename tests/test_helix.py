@@ -1,0 +1,224 @@
+"""OAuth, Helix and EventSub on an edge's public port, with a plain HTTP client:
+one event seen alike on every surface, in the channel's one order."""
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from support import running_cluster
+
+from common.irc import parse
+
+ROOT = Path(__file__).parent.parent
+FIXTURES = Path(__file__).parent / "fixtures" / "twitch"
+
+
+def fixture(name: str) -> dict:
+    return json.loads((FIXTURES / f"{name}.json").read_text())["example"]
+
+
+def same_shape(ours: object, theirs: object, where: str = "") -> None:
+    """Every field Twitch documents is there, with the same kind of value (null matches anything)."""
+    if isinstance(theirs, dict):
+        assert isinstance(ours, dict), where
+        missing = set(theirs) - set(ours)
+        assert not missing, f"{where}: missing {sorted(missing)}"
+        for key, value in theirs.items():
+            same_shape(ours[key], value, f"{where}.{key}")
+    elif isinstance(theirs, list) and theirs:
+        assert isinstance(ours, list), where
+        for item in ours:
+            same_shape(item, theirs[0], f"{where}[]")
+    elif theirs is not None and ours is not None:
+        assert type(ours) is type(theirs) or {type(ours), type(theirs)} <= {int, float}, (where, ours, theirs)
+
+
+def client_add(cluster, name: str) -> tuple[str, str]:
+    result = subprocess.run([sys.executable, "-m", "chatd.cli", "client", "add", name, "--data-dir",
+                             str(cluster.data_dir)], capture_output=True, text=True, timeout=30, check=True, cwd=ROOT)
+    client_id, secret = result.stdout.split()
+    return client_id, secret
+
+
+class Api:
+    """Helix and OAuth through an edge's WebSocket port, as a library calls them."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str, client_id: str) -> None:
+        self.http, self.base, self.client_id = http, base, client_id
+
+    async def call(self, method: str, path: str, token: str | None = None, **kwargs) -> tuple[int, dict, dict]:
+        headers = {"Client-Id": self.client_id}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        async with self.http.request(method, self.base + path, headers=headers, **kwargs) as response:
+            text = await response.text()
+            return response.status, (json.loads(text) if text else {}), dict(response.headers)
+
+
+@pytest.fixture
+async def world(tmp_path):
+    async with running_cluster(tmp_path, edges=2) as cluster:
+        client_id, secret = client_add(cluster, "testbot")
+        _, ws_port = cluster.edge_addresses(0)
+        async with aiohttp.ClientSession() as http:
+            yield cluster, Api(http, f"http://127.0.0.1:{ws_port}", client_id), secret
+
+
+async def user_token(api: Api, secret: str, user_id: str, scopes: str) -> dict:
+    status, body, _ = await api.call("POST", f"/auth/authorize?client_id={api.client_id}&client_secret={secret}"
+                                             f"&grant_type=user_token&user_id={user_id}&scope={scopes}")
+    assert status == 200, body
+    return body
+
+
+async def test_oauth_in_twitchs_and_the_twitch_clis_layouts(world):
+    cluster, api, secret = world
+    viewer = await cluster.client("oauthuser")  # a user exists once it has logged in
+    status, app, _ = await api.call("POST", f"/oauth2/token?client_id={api.client_id}&client_secret={secret}"
+                                            "&grant_type=client_credentials")
+    assert status == 200 and app["token_type"] == "bearer" and app["expires_in"] > 3600
+    same_shape(app, fixture("oauth2_token_client_credentials"), "token")
+    async with api.http.get(api.base + "/oauth2/validate", headers={"Authorization": f"OAuth {app['access_token']}"}
+                            ) as response:
+        validated = await response.json()
+    assert validated["client_id"] == api.client_id and "user_id" not in validated
+
+    user_id = viewer.received("GLOBALUSERSTATE")[0].tags["user-id"]
+    granted = await user_token(api, secret, user_id, "chat:read+user:read:chat")
+    async with api.http.get(api.base + "/auth/validate", headers={"Authorization": f"OAuth {granted['access_token']}"}
+                            ) as response:
+        validated = await response.json()
+    same_shape(validated, fixture("oauth2_validate"), "validate")
+    assert validated["login"] == "oauthuser" and validated["user_id"] == user_id
+    assert sorted(validated["scopes"]) == ["chat:read", "user:read:chat"] and validated["client_id"] == api.client_id
+
+    status, refreshed, _ = await api.call("POST", "/oauth2/token", data={
+        "grant_type": "refresh_token", "refresh_token": granted["refresh_token"], "client_id": api.client_id,
+        "client_secret": secret})
+    assert status == 200 and refreshed["access_token"] != granted["access_token"]
+    same_shape(refreshed, fixture("oauth2_token_refresh"), "refresh")
+
+    status, _, _ = await api.call("POST", f"/oauth2/revoke?client_id={api.client_id}"
+                                          f"&token={refreshed['access_token']}")
+    assert status == 200
+    async with api.http.get(api.base + "/oauth2/validate",
+                            headers={"Authorization": f"OAuth {refreshed['access_token']}"}) as response:
+        assert response.status == 401 and await response.json() == {"status": 401,
+                                                                    "message": "invalid access token"}
+    status, body, _ = await api.call("POST", f"/oauth2/token?client_id={api.client_id}&client_secret=wrong"
+                                             "&grant_type=client_credentials")
+    assert status == 403 and body["message"] == "invalid client secret"
+
+
+async def test_helix_chat_reaches_irc_and_irc_chat_reaches_eventsub(world):
+    cluster, api, secret = world
+    broadcaster = await cluster.client("helixroom", edge=1, channels=("#helixroom",))
+    bot_irc = await cluster.client("helixbot", edge=1, channels=("#helixroom",))
+    room_id = broadcaster.received("ROOMSTATE")[0].tags["room-id"]
+    bot_id = bot_irc.received("GLOBALUSERSTATE")[0].tags["user-id"]
+    token = (await user_token(api, secret, bot_id, "user:read:chat user:write:chat"))["access_token"]
+
+    status, users, headers = await api.call("GET", "/helix/users?login=helixroom", token)
+    assert status == 200 and users["data"][0]["id"] == room_id
+    same_shape(users, fixture("helix_users") | {"data": [
+        {k: v for k, v in fixture("helix_users")["data"][0].items() if k != "email"}]}, "users")
+    assert {"Ratelimit-Limit", "Ratelimit-Remaining", "Ratelimit-Reset"} <= set(headers)
+
+    async with api.http.ws_connect(api.base.replace("http", "ws") + "/ws") as ws:
+        welcome = json.loads((await ws.receive(timeout=10)).data)
+        same_shape(welcome, fixture("eventsub_session_welcome"), "welcome")
+        session_id = welcome["payload"]["session"]["id"]
+        status, created, _ = await api.call("POST", "/eventsub/subscriptions", token, json={
+            "type": "channel.chat.message", "version": "1",
+            "condition": {"broadcaster_user_id": room_id, "user_id": bot_id},
+            "transport": {"method": "websocket", "session_id": session_id}})
+        assert status == 202, created
+        same_shape(created, fixture("helix_eventsub_subscriptions_post")["example_websocket"]
+                   if "example_websocket" in fixture("helix_eventsub_subscriptions_post") else created, "created")
+
+        await broadcaster.send("PRIVMSG #helixroom :hello from irc Kappa")
+        notification = await next_notification(ws)
+        same_shape(notification, fixture("eventsub_notification_channel_chat_message"), "notification")
+        event = notification["payload"]["event"]
+        assert event["message"]["text"] == "hello from irc Kappa" and event["chatter_user_login"] == "helixroom"
+        assert [f["type"] for f in event["message"]["fragments"]] == ["text", "emote"]
+
+        status, sent, _ = await api.call("POST", "/helix/chat/messages", token, json={
+            "broadcaster_id": room_id, "sender_id": bot_id, "message": "hello from helix"})
+        assert status == 200 and sent["data"][0]["is_sent"], sent
+        said = await broadcaster.expect_message("PRIVMSG", "hello from helix")
+        assert said.tags["user-id"] == bot_id and said.tags["id"] == sent["data"][0]["message_id"]
+        await bot_irc.expect_message("PRIVMSG", "hello from helix")  # the sender's IRC connection too …
+        assert not [m for m in bot_irc.received("USERSTATE") if "id" in m.tags]  # … and no USERSTATE for it
+        echoed = await next_notification(ws)
+        assert echoed["payload"]["event"]["message_id"] == sent["data"][0]["message_id"]
+
+
+async def next_notification(ws) -> dict:
+    while True:
+        message = json.loads((await ws.receive(timeout=10)).data)
+        if message["metadata"]["message_type"] == "notification":
+            return message
+
+
+async def test_a_helix_ban_reaches_irc_as_clearchat_and_eventsub_as_ban_and_clear(world):
+    cluster, api, secret = world
+    owner = await cluster.client("banroom", channels=("#banroom",))
+    troll = await cluster.client("helixtroll", channels=("#banroom",))
+    room_id = owner.received("ROOMSTATE")[0].tags["room-id"]
+    troll_id = troll.received("GLOBALUSERSTATE")[0].tags["user-id"]
+    token = (await user_token(api, secret, room_id, "moderator:manage:banned_users channel:moderate "
+                                                    "user:read:chat"))["access_token"]
+    async with api.http.ws_connect(api.base.replace("http", "ws") + "/ws") as ws:
+        session_id = json.loads((await ws.receive(timeout=10)).data)["payload"]["session"]["id"]
+        for kind, condition in (("channel.ban", {"broadcaster_user_id": room_id}),
+                                ("channel.chat.clear_user_messages", {"broadcaster_user_id": room_id,
+                                                                      "user_id": room_id})):
+            status, body, _ = await api.call("POST", "/helix/eventsub/subscriptions", token, json={
+                "type": kind, "version": "1", "condition": condition,
+                "transport": {"method": "websocket", "session_id": session_id}})
+            assert status == 202, body
+        status, body, _ = await api.call(
+            "POST", f"/helix/moderation/bans?broadcaster_id={room_id}&moderator_id={room_id}", token,
+            json={"data": {"user_id": troll_id, "duration": 60, "reason": "calm down"}})
+        assert status == 200, body
+        same_shape(body, fixture("helix_moderation_bans_post"), "ban")
+        clearchat = parse(await owner.expect(r" CLEARCHAT #banroom :helixtroll$"))
+        assert clearchat.tags["ban-duration"] == "60" and clearchat.tags["target-user-id"] == troll_id
+        kinds = {(await next_notification(ws))["metadata"]["subscription_type"] for _ in range(2)}
+        assert kinds == {"channel.ban", "channel.chat.clear_user_messages"}
+        status, again, _ = await api.call(
+            "POST", f"/helix/moderation/bans?broadcaster_id={room_id}&moderator_id={room_id}", token,
+            json={"data": {"user_id": troll_id}})
+        assert status == 200  # a timeout becomes a ban
+        status, again, _ = await api.call(
+            "POST", f"/helix/moderation/bans?broadcaster_id={room_id}&moderator_id={room_id}", token,
+            json={"data": {"user_id": troll_id}})
+        assert status == 400 and again == fixture("helix_error_400")
+
+
+async def test_bad_helix_requests_get_twitchs_error_bodies(world):
+    cluster, api, secret = world
+    await cluster.client("badreq")
+    status, body, _ = await api.call("GET", "/helix/users")
+    assert status == 401 and body["error"] == "Unauthorized"
+    viewer = await cluster.client("scoped")
+    viewer_id = viewer.received("GLOBALUSERSTATE")[0].tags["user-id"]
+    token = (await user_token(api, secret, viewer_id, "chat:read"))["access_token"]
+    status, body, _ = await api.call("POST", "/helix/chat/messages", token, data=b"{nope")
+    assert status == 401 and body["message"].startswith("Missing scope")  # scopes come before the body
+    writer = (await user_token(api, secret, viewer_id, "user:write:chat"))["access_token"]
+    status, body, _ = await api.call("POST", "/helix/chat/messages", writer, data=b"{nope")
+    assert status == 400 and set(body) == {"error", "status", "message"}
+    status, body, _ = await api.call("POST", "/eventsub/subscriptions", writer, json={
+        "type": "channel.chat.message", "version": "1", "condition": {"broadcaster_user_id": "1", "user_id": "2"},
+        "transport": {"method": "websocket", "session_id": "nope"}})
+    assert status in (400, 403) and set(body) == {"error", "status", "message"}
+    status, body, _ = await api.call("GET", "/helix/users", "not-a-token")
+    assert status == 401 and body == {"error": "Unauthorized", "status": 401, "message": "Invalid OAuth token"}
+
