@@ -233,7 +233,9 @@ class TestCluster(LocalCluster):
 @contextlib.asynccontextmanager
 async def running_cluster(tmp_path: Path, **options):
     env = options.pop("env", {})
-    config = ClusterConfig(data_dir=tmp_path / "chatd", irc_port=0, ws_port=0, redis_port=0, env=env, **options)
+    ports = {"irc_port": 0, "ws_port": 0, "redis_port": 0} | {k: options.pop(k) for k in ("irc_port", "ws_port",
+                                                                                        "redis_port") if k in options}
+    config = ClusterConfig(data_dir=tmp_path / "chatd", env=env, **ports, **options)
     cluster = TestCluster(config)
     cluster._clients = []
     await cluster.start()
