@@ -69,20 +69,24 @@ class EventSubStore:
         return await pipeline_call(self.shards.for_key(key), op, list(commands))
 
     # ---- sessions
-    async def open_session(self, session_id: str) -> None:
+    async def open_session(self, session_id: str, owner: str, connected_at: float | None = None) -> None:
         key = session_key(session_id)
-        await self._run(key, "eventsub_session", ("HSET", key, "status", "connected",
-                                                  "connected_at", str(time.time())), ("PERSIST", key))
+        await self._run(key, "eventsub_session", ("HSET", key, "status", "connected", "owner", owner,
+                                                  "connected_at", str(connected_at or time.time())), ("PERSIST", key))
 
     async def session(self, session_id: str) -> dict[str, str] | None:
         key = session_key(session_id)
         [found] = await self._run(key, "eventsub_session", ("HGETALL", key))
         return {k.decode(): v.decode() for k, v in found.items()} if found else None
 
-    async def close_session(self, session_id: str) -> list[Stored]:
+    async def close_session(self, session_id: str, owner: str) -> list[Stored]:
         """The session's connection is gone: its WebSocket subscriptions go with it.
-        Returns them (their channels' counts were lowered)."""
+        Returns them (their channels' counts were lowered). Nothing, if `owner` no
+        longer holds it (the client reconnected elsewhere)."""
         key = session_key(session_id)
+        found = await self.session(session_id)
+        if found is None or found.get("owner") != owner:
+            return []
         [ids] = await self._run(key, "eventsub_session", ("SMEMBERS", key + ":subs"))
         removed = [found for sub_id in ids or () if (found := await self.remove(sub_id.decode())) is not None]
         await self._run(key, "eventsub_session", ("HSET", key, "status", "websocket_disconnected"),

@@ -133,6 +133,9 @@ class ClueService:
             raise ApiError(401, exc.message) from None
         identity = grant.identity
         assert identity is not None
+        if not grant.has("chat:read"):  # as on Twitch: IRC needs chat:read
+            self.metrics.incr("logins.failed")
+            raise ApiError(401, "the token lacks the chat:read scope")
         try:
             if await self._over_limit(identity.user_id, "logins"):
                 self.metrics.incr("logins.ratelimited")

@@ -166,9 +166,12 @@ class TailRequest(msgspec.Struct):
 
 
 class SessionRequest(msgspec.Struct):
-    """An edge opens, closes or takes over (after a reconnect) an EventSub WebSocket session."""
+    """An edge opens, closes or takes over (after a reconnect) an EventSub WebSocket session.
+    `owner` names the connection holding it: a close from a connection that no longer
+    does (the session moved on) changes nothing."""
 
     session_id: str
+    owner: str
 
 
 class SessionSubscriptions(msgspec.Struct):

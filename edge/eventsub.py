@@ -62,7 +62,7 @@ class Host(Protocol):
     def release(self, channel: str) -> None: ...
     def position(self, channel: str) -> Position | None: ...
     def recent(self, channel: str, seconds: float) -> Awaitable[list[Event]]: ...
-    def session_call(self, op: str, session_id: str) -> Awaitable[list[Subscription]]: ...
+    def session_call(self, op: str, session_id: str, owner: str) -> Awaitable[list[Subscription]]: ...
 
 
 def _now() -> str:
@@ -105,8 +105,9 @@ class Session:
         self.last_pong = time.monotonic()
         self.reconnect_sent = 0.0
         self.ever_subscribed = False
-        self.catching_up: list[tuple[Event, wire.Notify]] | None = None  # live events held during a catch-up
+        self.catching_up: list[Event] | None = None  # live events held while it catches up
         self.closing: int | None = None
+        self.owner = secrets.token_hex(8)  # this connection, as clue knows who holds the session
 
     def send(self, text: str) -> None:
         if self.closing is not None:
@@ -171,10 +172,16 @@ class EventSubHub:
             else:
                 await self._read(session)
         finally:
-            session.close(session.closing or 1000)
-            await asyncio.wait_for(asyncio.shield(writer), 5)
-            await self._forget(session)
+            # Shielded: however the handler ends (the client went away, the edge stops), the
+            # session is forgotten here and at clue.
+            await asyncio.shield(self._end(session, writer))
         return ws
+
+    async def _end(self, session: Session, writer: asyncio.Task[None]) -> None:
+        session.close(session.closing or 1000)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(writer), 5)
+        await self._forget(session)
 
     def _resume_id(self, token: str) -> str | None:
         session_id, _, signature = token.rpartition(".")
@@ -185,7 +192,7 @@ class EventSubHub:
     async def _open(self, session: Session, resumed: bool) -> bool:
         """Register the session (or take it over), hear its control stream, welcome it."""
         try:
-            held = await self.host.session_call("take" if resumed else "open", session.id)
+            held = await self.host.session_call("take" if resumed else "open", session.id, session.owner)
         except Exception:  # noqa: BLE001 -- clue unreachable or no such session: the client is told by the close
             log.warning("eventsub_open_failed", session=session.id, resumed=resumed)
             return False
@@ -207,14 +214,13 @@ class EventSubHub:
     async def _catch_up(self, session: Session) -> None:
         """A session taken over from a draining edge: what its channels said lately
         (the old connection may have missed the last of it), then live again."""
-        held = session.catching_up or []
         for channel in {listener.sub.channel for listener in session.listeners.values()}:
             position = self.host.position(channel)
             for event in await self.host.recent(channel, CATCH_UP_SECONDS):
                 if position is None or event.seq <= position.seq:
                     self._notify_session(session, event)
-        session.catching_up = None
-        for event, _ in held:
+        held, session.catching_up = session.catching_up or [], None
+        for event in held:
             self._notify_session(session, event)
 
     async def _read(self, session: Session) -> None:
@@ -254,11 +260,10 @@ class EventSubHub:
         for listener in list(session.listeners.values()):
             self._remove(listener)
         self.host.release(CONTROL_PREFIX + session.id)
-        if not session.reconnect_sent:
-            try:
-                await self.host.session_call("close", session.id)
-            except Exception:  # noqa: BLE001 -- its subscriptions end with the session in any case
-                log.warning("eventsub_close_failed", session=session.id)
+        try:  # a no-op if the client reconnected elsewhere and that connection holds it now
+            await self.host.session_call("close", session.id, session.owner)
+        except Exception:  # noqa: BLE001 -- an unreachable clue: the subscriptions stay until the next take or close
+            log.warning("eventsub_close_failed", session=session.id)
 
     # ---- subscriptions, from the control stream
     async def _add(self, session: Session, sub: Subscription) -> None:
@@ -309,7 +314,7 @@ class EventSubHub:
         for listener in list(self._by_channel.get(event.channel, ())):
             session = listener.session
             if session.catching_up is not None:
-                session.catching_up.append((event, event.notify[0]))
+                session.catching_up.append(event)
             else:
                 self._notify_listener(listener, event)
 

@@ -82,8 +82,7 @@ class EdgeService:
         self.public_ws_url = settings.public_url
         self.eventsub = EventSubHub(self, settings.common.internal_token)
         self._controls: asyncio.Queue[Event] = asyncio.Queue()
-        self._public = web.AppRunner(public_app(self._forward, self.eventsub.handle, self._index), access_log=None,
-                                     handler_cancellation=True)
+        self._public = web.AppRunner(public_app(self._forward, self.eventsub.handle, self._index), access_log=None)
         metrics.gauge_from("connections", lambda: len(self.conns))
         metrics.gauge_from("channels", lambda: len(self.hub))
 
@@ -481,9 +480,9 @@ class EdgeService:
             return []
         return answer.events
 
-    async def session_call(self, op: str, session_id: str) -> list[Subscription]:
+    async def session_call(self, op: str, session_id: str, owner: str) -> list[Subscription]:
         assert self.clusters is not None
-        answer = await self.clusters.main.call(session_id, f"/v1/eventsub/{op}", SessionRequest(session_id),
+        answer = await self.clusters.main.call(session_id, f"/v1/eventsub/{op}", SessionRequest(session_id, owner),
                                                op=f"eventsub_{op}", answer=SessionSubscriptions)
         return answer.subscriptions
 

@@ -79,7 +79,9 @@ class ChatEndpoints:
     # ---- chat messages
     async def send_message(self, call: Call) -> web.Response:
         body = await call.body()
-        broadcaster_id, sender_id, text = (str(body.get(k, "")) for k in ("broadcaster_id", "sender_id", "message"))
+        # twurple sends the ids in the query string, Twitch's docs in the body: both work on Twitch.
+        broadcaster_id, sender_id, text = (str(body.get(k) or call.param(k, required=False))
+                                           for k in ("broadcaster_id", "sender_id", "message"))
         for name, value in (("broadcaster_id", broadcaster_id), ("sender_id", sender_id), ("message", text)):
             if not value:
                 raise HelixError(400, f"Missing required parameter \"{name}\"")

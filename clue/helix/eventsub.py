@@ -202,20 +202,21 @@ class EventSubEndpoints:
     # ---- sessions, for the edges that hold them (internal API)
     async def on_open_session(self, request: web.Request) -> web.Response:
         body = await read_body(request, SessionRequest)
-        await self.store.open_session(body.session_id)
+        await self.store.open_session(body.session_id, body.owner)
         return reply(SessionSubscriptions([]))
 
     async def on_close_session(self, request: web.Request) -> web.Response:
         body = await read_body(request, SessionRequest)
-        await self.store.close_session(body.session_id)
+        await self.store.close_session(body.session_id, body.owner)
         return reply(SessionSubscriptions([]))
 
     async def on_take_session(self, request: web.Request) -> web.Response:
         """A client reconnected (session_reconnect) to another edge: what the session holds."""
         body = await read_body(request, SessionRequest)
-        if await self.store.session(body.session_id) is None:
+        session = await self.store.session(body.session_id)
+        if session is None or session.get("status") != "connected":
             raise ApiError(404, "no such session")
-        await self.store.open_session(body.session_id)
+        await self.store.open_session(body.session_id, body.owner, float(session["connected_at"]))
         held = [stored.subscription for stored in await self.store.session_subscriptions(body.session_id)]
         for conduit_id, shard in (await self.store.session_shards(body.session_id)).items():
             conduit = await self.store.conduit(conduit_id)
