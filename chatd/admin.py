@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from clue.accounts import Accounts
 from clue.routes import RouteTable
-from clue.shards import ShardSet
+from common.shards import ShardSet
 from common.config import parse_address
 from common.metrics import Metrics
 from common.wire import Identity

@@ -13,7 +13,7 @@ import secrets
 import string
 import time
 
-from clue.shards import ShardSet, pipeline_call
+from common.shards import ShardSet, pipeline_call
 from common.wire import Identity
 
 # Long enough to outlive any token chatd issues (non-expiring ones included).

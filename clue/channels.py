@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from clue.accounts import login_key, profile_key
-from clue.shards import ShardSet, channel_key, pipeline_call
+from common.shards import ShardSet, channel_key, pipeline_call
 from common.metrics import Metrics
 from common.tokens import stable_id
 

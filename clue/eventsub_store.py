@@ -15,7 +15,7 @@ import uuid
 import msgspec
 
 from clue.channels import INVALIDATE
-from clue.shards import ShardSet, channel_key, pipeline_call
+from common.shards import ShardSet, channel_key, pipeline_call
 from common.wire import Subscription
 
 # Twitch's limits for a WebSocket session, and a client's conduits.

@@ -19,7 +19,7 @@ from clue.commands import Commands, Role, role_of
 from clue.config import ClueSettings
 from clue.emotes import emotes_tag
 from clue.publisher import Exchanges
-from clue.shards import ShardSet, ShardUnavailable, channel_key, pipeline_call
+from common.shards import ShardSet, ShardUnavailable, channel_key, pipeline_call
 from clue.validation import DUPLICATE_WINDOW_MS, Check, now_ms, run_checks
 from common import twitch
 from common.internal_http import RemoteError

@@ -8,7 +8,7 @@ import hashlib
 
 from redis.exceptions import NoScriptError
 
-from clue.shards import ShardSet, ShardUnavailable, pipeline_call, user_key
+from common.shards import ShardSet, ShardUnavailable, pipeline_call, user_key
 
 WHISPER_WINDOWS = ((3, 1_000), (100, 60_000))
 WHISPER_REFUSALS = ("whisper_limit_per_sec", "whisper_limit_per_min")

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from clue.accounts import Accounts
-from clue.shards import ShardUnavailable
+from common.shards import ShardUnavailable
 from common import scopes
 from common.tokens import (
     APP,

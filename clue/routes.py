@@ -9,7 +9,7 @@ nothing per message.
 """
 from __future__ import annotations
 
-from clue.shards import ShardSet, pipeline_call
+from common.shards import ShardSet, pipeline_call
 
 TABLE = "{routes}:table"
 VERSION = "{routes}:version"

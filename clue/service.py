@@ -19,7 +19,7 @@ from clue.ingest import Ingest
 from clue.publisher import Exchanges
 from clue.routes import ANNOUNCE as ROUTES_ANNOUNCE
 from clue.routes import RouteTable
-from clue.shards import ShardSet, ShardUnavailable, pipeline_call, user_key
+from common.shards import ShardSet, ShardUnavailable, pipeline_call, user_key
 from clue.validation import load_scripts
 from common import twitch
 from common.internal_http import ApiError, InternalServer, RemoteError, read_body, reply

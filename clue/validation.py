@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import NoScriptError
 
-from clue.shards import Shard, ShardSet, ShardUnavailable, pipeline_call, user_key
+from common.shards import Shard, ShardSet, ShardUnavailable, pipeline_call, user_key
 
 DUPLICATE_WINDOW_MS = 30_000
 # Checks per pipelined round trip.

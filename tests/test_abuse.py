@@ -15,7 +15,7 @@ import websockets
 from support import IrcClient, running_cluster
 
 from clue import limits
-from clue.shards import ShardSet
+from common.shards import ShardSet
 from common.irc import parse
 from common.metrics import Metrics
 

@@ -5,7 +5,7 @@ import pytest
 from support import running_cluster
 
 from clue.channels import ChannelCache
-from clue.shards import ShardSet
+from common.shards import ShardSet
 from common.irc import parse
 from common.metrics import Metrics
 

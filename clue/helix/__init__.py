@@ -20,7 +20,7 @@ from clue.helix.moderation import ModerationEndpoints
 from clue.ingest import Ingest
 from clue.oauth import OAuth
 from clue.publisher import Exchanges
-from clue.shards import ShardSet
+from common.shards import ShardSet
 
 
 class Helix:

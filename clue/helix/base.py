@@ -15,7 +15,7 @@ from aiohttp import web
 from clue.accounts import Accounts
 from clue.channels import ChannelCache, ChannelState
 from clue.oauth import OAuth, OAuthError
-from clue.shards import ShardSet, ShardUnavailable, pipeline_call
+from common.shards import ShardSet, ShardUnavailable, pipeline_call
 from common import twitch
 from common.twitch import rfc3339_seconds as rfc3339
 from common.tokens import APP, USER, Grant

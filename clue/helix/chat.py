@@ -13,7 +13,7 @@ from clue.channels import ChannelState
 from clue.commands import Commands, Role, role_of
 from clue.helix.base import Call, HelixBase, HelixError, rfc3339
 from clue.ingest import Ingest
-from clue.shards import pipeline_call, user_key
+from common.shards import pipeline_call, user_key
 from common import twitch
 from common.irc import Message, serialize_tags
 from common.tokens import USER
