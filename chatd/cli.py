@@ -117,6 +117,7 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
             display_name=args.display_name,
             color=args.color or "",
             subscriber=args.subscriber,
+            bot=args.bot or "",
             ttl=args.ttl,
             client_id=args.client_id or CLI_CLIENT_ID,
             scope_bits=scopes.ALL if args.scopes is None else scopes.parse(args.scopes),
@@ -154,6 +155,12 @@ def cmd_route(args: argparse.Namespace) -> int:
     from chatd.admin import route
 
     return route(args, _data_dir(args.data_dir))
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from chatd.trigger import run
+
+    return run(args, _data_dir(args.data_dir))
 
 
 def cmd_reshard(args: argparse.Namespace) -> int:
@@ -198,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     reshard_arguments(reshard)
     reshard.set_defaults(handler=cmd_reshard)
 
+    from chatd.trigger import add_arguments as trigger_arguments
+
+    trigger = sub.add_parser("trigger", help="publish a test sub, resub, gift, raid, cheer, … in a channel")
+    trigger_arguments(trigger)
+    trigger.set_defaults(handler=cmd_trigger)
+
     bench = sub.add_parser("bench", add_help=False,
                            help="side-by-side benchmarks (`chatd bench --help` lists the scenarios)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
@@ -211,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--display-name")
     issue.add_argument("--color")
     issue.add_argument("--subscriber", action="store_true")
+    issue.add_argument("--bot", choices=("known", "verified"),
+                       help="Twitch's bot status, which sets the message and JOIN rate limits")
     issue.add_argument("--ttl", type=float)
     issue.add_argument("--scopes", help="space- or comma-separated OAuth scopes (default: every scope chatd knows)")
     issue.add_argument("--client-id", help="the OAuth client the token is for (default: chatd's command line)")

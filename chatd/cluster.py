@@ -230,7 +230,8 @@ class LocalCluster:
 
     async def start_exchange(self, index: int, cluster: str = "main") -> Component:
         urls = self.cluster_exchange_urls[cluster]
-        env = self.base_env() | {"EXCHANGE_HTTP_LISTEN": self._listen(urls, index), "CLUSTER": cluster}
+        env = self.base_env() | {"EXCHANGE_HTTP_LISTEN": self._listen(urls, index), "CLUSTER": cluster,
+                                 "CACHE_SERVERS": ",".join(self.redis_addresses)}
         component = await self._service(self.component_name("exchange", index, cluster), "exchange", env)
         self._set_url(urls, index, component.addresses["http"])
         return component

@@ -70,6 +70,17 @@ class Accounts:
             return None
         return {key.decode(): value.decode() for key, value in found.items()}  # type: ignore[union-attr]
 
+    async def display_names(self, user_ids: list[str]) -> dict[str, str]:
+        """Display names of several users, one round trip per shard."""
+        by_shard: dict = {}
+        for user_id in user_ids:
+            by_shard.setdefault(self.shards.for_key(profile_key(user_id)), []).append(user_id)
+        found: dict[str, str] = {}
+        for shard, ids in by_shard.items():
+            answers = await pipeline_call(shard, "user_read", [("HGET", profile_key(i), "display_name") for i in ids])
+            found.update({i: a.decode() for i, a in zip(ids, answers, strict=True) if isinstance(a, bytes)})
+        return found
+
     # ---- clients
     async def add_client(self, name: str) -> tuple[str, str]:
         """Register a client; returns (client_id, client_secret) — the secret is shown only now."""

@@ -238,6 +238,7 @@ async def _ban_or_timeout(commands: Commands, ctx: Context, seconds: int | None)
     await commands.set_ban(ctx, user_id, seconds)
     outcome = Outcome(f"{kind}_success", {"user": login, "seconds": seconds or ""})
     event = commands.clearchat(ctx, login, user_id, seconds)
+    event.target = user_id
     target = await commands.person(user_id, login)
     reason = " ".join(ctx.args[1 if seconds is None else 2:])
     now = time.time()
@@ -302,6 +303,7 @@ async def delete(commands: Commands, ctx: Context) -> Outcome:
     tags = {"login": login, "room-id": ctx.state.room_id, "target-msg-id": ctx.args[0], "tmi-sent-ts": str(now_ms())}
     outcome = Outcome("delete_message_success", {"user": login})
     event = commands.broadcast(ctx.state, "CLEARMSG", tags, [message.text])
+    event.target = ctx.args[0]
     target = await commands.person(await commands.user_id(login) or "", login)
     event.notify = [es.notify("channel.chat.message_delete",
                               es.chat_message_delete(ctx.state.broadcaster, target, ctx.args[0]))]

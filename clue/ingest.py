@@ -20,7 +20,7 @@ from clue.config import ClueSettings
 from clue.emotes import emotes_tag
 from clue.publisher import Exchanges
 from common.shards import ShardSet, ShardUnavailable, channel_key, pipeline_call
-from clue.validation import DUPLICATE_WINDOW_MS, Check, now_ms, run_checks
+from clue.validation import Check, now_ms, run_checks
 from common import twitch
 from common.internal_http import RemoteError
 from common.irc import Message, serialize_tags
@@ -153,17 +153,23 @@ class Ingest:
             text = f"\x01ACTION {text.partition(' ')[2]}\x01"
             command = False
         emotes, only_emotes = emotes_tag(text, self.settings.emotes)
+        settings = self.settings
+        moderator_limit, user_limit = limits.rate_buckets(settings, identity.bot, role >= Role.VIP)
         check = Check(
             user_id=identity.user_id,
             channel=channel,
             text=text,
             member=submission.id,
-            rate_limit=self.settings.rate_limit_privileged if role >= Role.VIP else self.settings.rate_limit,
-            rate_window_ms=int(self.settings.rate_window * 1000),
-            # Twitch's exemptions: VIPs skip slow and subscribers-only mode,
-            # moderators and the broadcaster every mode and the duplicate check.
-            duplicate_window_ms=0 if role >= Role.MODERATOR else DUPLICATE_WINDOW_MS,
+            moderator_limit=moderator_limit,
+            user_limit=user_limit,
+            rate_window_ms=int(settings.rate_window * 1000),
+            # Twitch's exemptions: VIPs skip slow and subscribers-only mode and,
+            # with moderators and the broadcaster, the duplicate check and the
+            # channel's 1 s floor (verified bots skip the floor too);
+            # moderators and the broadcaster skip every mode.
+            duplicate_window_ms=0 if role >= Role.VIP else int(settings.duplicate_window * 1000),
             slow_ms=state.settings["slow"] * 1000 if role < Role.VIP else 0,
+            floor_ms=0 if role >= Role.VIP or identity.bot == "verified" else int(settings.channel_floor * 1000),
             early_verdict=early_verdict(state, identity, role, only_emotes),
         )
         return Pending(index, submission, state, check, text, emotes, role, command)
@@ -183,13 +189,13 @@ class Ingest:
         return outcome.answer(state.name)
 
     async def _command_limits(self, identity: Identity, state: ChannelState, text: str, event_id: str) -> str:
-        """A command counts as a message against the sender's rate, as on Twitch
-        (whispers have their own windows besides: clue.commands.whisper).
+        """A command counts as a message against the sender's rate buckets, as on
+        Twitch (whispers have their own windows besides: clue.commands.whisper).
         The refusal's msg-id, or ""."""
-        role = role_of(identity.login, state)
-        limit = self.settings.rate_limit_privileged if role >= Role.VIP else self.settings.rate_limit
-        rate = ((limit, int(self.settings.rate_window * 1000)),)
-        if await limits.charge(self.shards, identity.user_id, "rate", event_id, rate):
+        privileged = role_of(identity.login, state) >= Role.VIP
+        buckets = limits.rate_buckets(self.settings, identity.bot, privileged)
+        window_ms = int(self.settings.rate_window * 1000)
+        if await limits.charge_buckets(self.shards, identity.user_id, event_id, buckets, window_ms):
             return "msg_ratelimit"
         return ""
 
@@ -229,8 +235,8 @@ class Ingest:
             source=twitch.user_source(identity.login), command="PRIVMSG", params=[state.name, entry.text]
         ).serialize_without_tags(trailing=True)
         event = Event(channel=state.name, command="PRIVMSG", line=line, tags=serialize_tags(tags),
-                      id=submission.id, login=identity.login, text=entry.text, sent_ms=sent_ms,
-                      origin=submission.origin)
+                      id=submission.id, login=identity.login, user_id=identity.user_id, text=entry.text,
+                      sent_ms=sent_ms, origin=submission.origin)
         if "channel.chat.message" in state.eventsub:  # built only when someone listens
             event.notify = [self._chat_message_event(entry, tags)]
         return event

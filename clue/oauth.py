@@ -157,7 +157,7 @@ class OAuth:
         common = {"user_id": user_id, "display_name": display_name, "client_id": refresh.client_id,
                   "scope_bits": refresh.scopes}
         if identity is not None:
-            common |= {"color": identity.color, "subscriber": identity.subscriber}
+            common |= {"color": identity.color, "subscriber": identity.subscriber, "bot": identity.bot}
         access = issue_token(self.secret, login, ttl=USER_TOKEN_TTL, **common)
         new_refresh = issue_token(self.secret, login, kind=REFRESH, **common)
         return {"access_token": access, "refresh_token": new_refresh, "expires_in": USER_TOKEN_TTL,

@@ -8,22 +8,26 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from clue import stamp
-from clue.channels import ChannelCache, ChannelState
+from clue import limits, stamp
 from clue.accounts import Accounts
+from clue.channels import ChannelCache, ChannelState
 from clue.commands import Commands
-from clue.helix import Helix
-from clue.oauth import OAuth, OAuthError
 from clue.config import ClueSettings
+from clue.helix import Helix
+from clue.history import HistoryReader
 from clue.ingest import Ingest
+from clue.oauth import OAuth, OAuthError
+from clue.presence import Presence
 from clue.publisher import Exchanges
+from clue.recent import HistoryApi
 from clue.routes import ANNOUNCE as ROUTES_ANNOUNCE
 from clue.routes import RouteTable
-from common.shards import ShardSet, ShardUnavailable, pipeline_call, user_key
+from clue.triggers import Triggers
 from clue.validation import load_scripts
 from common import twitch
 from common.internal_http import ApiError, InternalServer, RemoteError, read_body, reply
 from common.metrics import Metrics
+from common.shards import ShardSet, ShardUnavailable, pipeline_call, user_key
 from common.tasks import cancel_and_wait
 from common.wire import (
     EventRange,
@@ -32,6 +36,7 @@ from common.wire import (
     JoinRequest,
     LoginReply,
     LoginRequest,
+    PresenceBatch,
     SubmitBatch,
     SubmitResults,
     TailRequest,
@@ -61,9 +66,11 @@ class ClueService:
         self.commands = Commands(self.shards, self.channels, self.accounts, settings.common.server_name,
                                  self.exchange.lookup)
         self.ingest = Ingest(settings, metrics, self.shards, self.channels, self.exchange, self.commands)
+        self.presence = Presence(self.shards, self.exchange, settings.membership_limit, settings.presence_expiry)
         self.helix = Helix(self.oauth, self.accounts, self.channels, self.shards, self.ingest, self.commands,
-                           self.exchange)
+                           self.exchange, self.presence)
         self.oauth.on_user_revoked = self._revoked
+        self.history = HistoryApi(HistoryReader(self.shards, settings.history_limit, settings.history_age))
         self._pruner: asyncio.Task[None] | None = None
         self.server = InternalServer(
             settings.common.internal_token,
@@ -72,7 +79,13 @@ class ClueService:
                 web.post("/v1/join", self._on_join),
                 web.post("/v1/messages", self._on_messages),
                 web.post("/v1/tail", self._on_tail),
+                web.post("/v1/history", self.history.on_history),
+                web.post("/v1/presence", self._on_presence),
+                web.get("/api/v2/recent-messages/{login}", self.history.recent_messages),
                 web.post("/api/v1/channels/{channel}/commands", self._on_api_command),
+                web.post("/api/v1/channels/{channel}/trigger", Triggers(
+                    self.oauth, self.accounts, self.channels, self.exchange, settings.common.server_name,
+                    settings.emotes).on_trigger),
                 web.get("/api/v1/channels/{channel}", self._on_api_channel),
                 web.get("/oauth2/validate", self.oauth.on_validate),
                 web.post("/oauth2/token", self.oauth.on_token),
@@ -153,26 +166,44 @@ class ClueService:
             raise ApiError(400, "channel must look like #name")
         try:
             state = await self.channels.get(body.channel)
-            if body.identity is not None and await self._over_limit(body.identity.user_id, "joins"):
+            if body.identity is not None and await self._over_limit(
+                    body.identity.user_id, "joins", limits.join_limit(self.settings, body.identity)):
                 self.metrics.incr("joins.ratelimited")
                 return reply(JoinReply(ok=False, msg_id="msg_join_ratelimit"))
         except ShardUnavailable:
             return reply(JoinReply(ok=False, msg_id="msg_join_failed"))
+        names: list[str] = []
+        if body.names and body.identity is not None:
+            try:
+                names = await self.presence.names(body.channel) or []
+            except ShardUnavailable:
+                names = []  # NAMES lists the joiner alone; the JOIN itself goes on
         return reply(JoinReply(
             ok=True,
             room_state=state.room_state_tags(),
             user_state=stamp.user_state_tags(body.identity, state) if body.identity else {},
             cluster=self.routes.cluster_for(body.channel),
+            names=names,
         ))
 
-    async def _over_limit(self, user_id: str, what: str) -> bool:
-        """Twitch allows 20 logins and 20 JOINs per user per 10 s (JOIN_RATE_LIMIT;
-        a fixed window on the user's shard: one round trip)."""
+    async def _on_presence(self, request: web.Request) -> web.Response:
+        body = await read_body(request, PresenceBatch)
+        try:
+            published = await self.presence.apply(body)
+        except ShardUnavailable:
+            raise ApiError(503, "presence is unavailable right now") from None
+        self.metrics.incr("presence.changes", len(body.changes))
+        self.metrics.incr("presence.lines", published)
+        return reply({"lines": published})
+
+    async def _over_limit(self, user_id: str, what: str, limit: int = 0) -> bool:
+        """Twitch allows 20 logins and 20 JOINs per user per 10 s (JOIN_RATE_LIMIT,
+        or `limit`; a fixed window on the user's shard: one round trip)."""
         key = user_key(user_id, what)
         _, count = await pipeline_call(
             self.shards.for_key(key), what, [("SET", key, 0, "PX", JOIN_LOGIN_WINDOW_MS, "NX"), ("INCR", key)]
         )
-        return int(count) > self.settings.join_limit
+        return int(count) > (limit or self.settings.join_limit)
 
     async def _on_messages(self, request: web.Request) -> web.Response:
         body = await read_body(request, SubmitBatch)

@@ -1,13 +1,14 @@
 """Per-message checks against a user's own Redis shard, in one round trip.
 
 Everything a PRIVMSG is checked against that changes per message (ban or
-timeout, slow mode, duplicates, the rate limit, first message) sits under the
-sender's hash tag, so one Lua script on one shard decides it. Messages that
-land on the same shard share pipelined round trips of at most CHUNK checks, so
-a slow call delays a chunk, not a whole batch.
+timeout, slow mode and the channel's floor, duplicates, the two rate buckets of
+clue.limits, first message) sits under the sender's hash tag, so one Lua script
+on one shard decides it. Messages that land on the same shard share pipelined
+round trips of at most CHUNK checks, so a slow call delays a chunk, not a whole
+batch.
 
 The check and its deadline agree inside Redis: the script refuses to charge
-anything (rate slot, duplicate window, slow mode) once its deadline has passed,
+anything (rate buckets, duplicate window, slow mode) once its deadline has passed,
 so a message refused for a timeout never counts against its sender. A chunk
 whose answer did not arrive is settled after its deadline by asking which of
 its messages were charged (only those can have been accepted); the rest are
@@ -19,57 +20,70 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 
 from redis.exceptions import NoScriptError
 
+from clue import limits
 from common.shards import Shard, ShardSet, ShardUnavailable, pipeline_call, user_key
 
-DUPLICATE_WINDOW_MS = 30_000
+SPACES = re.compile(" {2,}")
 # Checks per pipelined round trip.
 CHUNK = 128
 UNAVAILABLE = "msg_service_unavailable"
 EXPIRED = "expired"
 
-# KEYS: ban, rate, last, chatted, color.
-# ARGV: channel, limit, window_ms, digest, duplicate_window_ms (0 = exempt),
-# slow_ms (0 = off or exempt), member (the message id), verdict decided before
-# Redis ("" if none: subscribers-only and emote-only come after bans in
-# Twitch's order), deadline (ms since the epoch; later, nothing is charged).
+# KEYS: ban, moderator bucket, user bucket, last, chatted, color.
+# ARGV: channel, moderator_limit, user_limit (0 = the user bucket is left alone),
+# window_ms, digest, duplicate_window_ms (0 = exempt), slow_ms (0 = off or exempt),
+# floor_ms (the channel's minimum slow mode; 0 = off or exempt), member (the
+# message id), verdict decided before Redis ("" if none: subscribers-only and
+# emote-only come after bans in Twitch's order), deadline (ms since the epoch;
+# later, nothing is charged).
 # Returns {verdict, number, color}: {"ok", first_msg, color}, {msg-id, remaining_ms, color}
-# or {"expired", 0, color}.
-CHECK_SCRIPT = """
+# or {"expired", 0, color}. Only an accepted message is charged (both buckets and
+# the channel's last message at once), so "charged" means "accepted": a retry of
+# the same id is "ok", and a check whose answer was lost is settled by asking.
+CHECK_SCRIPT = limits.BUCKETS_LUA + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local color = redis.call('GET', KEYS[5]) or ''
-if redis.call('ZSCORE', KEYS[2], ARGV[7]) then return {'ok', 0, color} end
-if now > tonumber(ARGV[9]) then return {'expired', 0, color} end
+local color = redis.call('GET', KEYS[6]) or ''
+if redis.call('ZSCORE', KEYS[2], ARGV[9]) then return {'ok', 0, color} end
+if now > tonumber(ARGV[11]) then return {'expired', 0, color} end
 local ban = redis.call('PTTL', KEYS[1])
 if ban == -1 then return {'msg_banned', 0, color} end
 if ban > 0 then return {'msg_timedout', ban, color} end
-if ARGV[8] ~= '' then return {ARGV[8], 0, color} end
-local limit, window = tonumber(ARGV[2]), tonumber(ARGV[3])
-local dup_window, slow = tonumber(ARGV[5]), tonumber(ARGV[6])
-local last = redis.call('HMGET', KEYS[3], 'digest', 'at')
+if ARGV[10] ~= '' then return {ARGV[10], 0, color} end
+local buckets, sizes, window = {KEYS[2], KEYS[3]}, {tonumber(ARGV[2]), tonumber(ARGV[3])}, tonumber(ARGV[4])
+local dup_window, slow, floor = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local last = redis.call('HMGET', KEYS[4], 'digest', 'at')
 local last_at = tonumber(last[2])
 if last_at and slow > 0 and now - last_at < slow then
   return {'msg_slowmode', slow - (now - last_at), color}
 end
-if last_at and dup_window > 0 and last[1] == ARGV[4] and now - last_at < dup_window then
+if last_at and floor > 0 and now - last_at < floor then return {'msg_ratelimit', 0, color} end
+if last_at and dup_window > 0 and last[1] == ARGV[5] and now - last_at < dup_window then
   return {'msg_duplicate', 0, color}
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
-if redis.call('ZCARD', KEYS[2]) >= limit then return {'msg_ratelimit', 0, color} end
-redis.call('ZADD', KEYS[2], now, ARGV[7])
-redis.call('PEXPIRE', KEYS[2], window)
-redis.call('HSET', KEYS[3], 'digest', ARGV[4], 'at', now)
-redis.call('PEXPIRE', KEYS[3], math.max(dup_window, slow, 30000))
-local first = redis.call('SADD', KEYS[4], ARGV[1])
+if drained(buckets, sizes, window, now) > 0 then return {'msg_ratelimit', 0, color} end
+take(buckets, sizes, window, now, ARGV[9])
+redis.call('HSET', KEYS[4], 'digest', ARGV[5], 'at', now)
+redis.call('PEXPIRE', KEYS[4], math.max(dup_window, slow, floor, 30000))
+local first = redis.call('SADD', KEYS[5], ARGV[1])
 return {'ok', first, color}
 """
 CHECK_SHA = hashlib.sha1(CHECK_SCRIPT.encode()).hexdigest()
+
+
+def duplicate_digest(text: str) -> str:
+    """What the duplicate rule compares: the text as Twitch would show it, trimmed
+    and with runs of spaces made one. Anything else counts, so appending a space
+    and U+E0000 (Twitch's accepted bypass: not whitespace) makes a new message."""
+    normalized = SPACES.sub(" ", text.strip())
+    return hashlib.blake2b(normalized.encode(), digest_size=12).hexdigest()
 
 
 @dataclass(slots=True)
@@ -80,10 +94,12 @@ class Check:
     channel: str
     text: str
     member: str  # the message id
-    rate_limit: int
+    moderator_limit: int  # the buckets' sizes (clue.limits.rate_buckets)
+    user_limit: int  # 0: the user bucket is left alone
     rate_window_ms: int
-    duplicate_window_ms: int = DUPLICATE_WINDOW_MS
+    duplicate_window_ms: int  # 0: exempt
     slow_ms: int = 0
+    floor_ms: int = 0
     early_verdict: str = ""
     verdict: str = ""
     number: int = 0
@@ -91,19 +107,21 @@ class Check:
 
     @property
     def rate_key(self) -> str:
-        return user_key(self.user_id, "rate")
+        """The moderator bucket: every accepted message is in it."""
+        return user_key(self.user_id, limits.MODERATOR_BUCKET)
 
     def command(self, deadline_ms: int) -> tuple:
-        digest = hashlib.blake2b(self.text.strip().encode(), digest_size=12).hexdigest()
         return (
-            "EVALSHA", CHECK_SHA, 5,
+            "EVALSHA", CHECK_SHA, 6,
             user_key(self.user_id, f"ban:{self.channel}"),
             self.rate_key,
+            user_key(self.user_id, limits.USER_BUCKET),
             user_key(self.user_id, f"last:{self.channel}"),
             user_key(self.user_id, "chatted"),
             user_key(self.user_id, "color"),
-            self.channel, self.rate_limit, self.rate_window_ms, digest,
-            self.duplicate_window_ms, self.slow_ms, self.member, self.early_verdict, deadline_ms,
+            self.channel, self.moderator_limit, self.user_limit, self.rate_window_ms,
+            duplicate_digest(self.text), self.duplicate_window_ms, self.slow_ms, self.floor_ms, self.member,
+            self.early_verdict, deadline_ms,
         )
 
 

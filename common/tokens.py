@@ -21,6 +21,8 @@ from common.wire import Identity
 
 LOGIN_RE = re.compile(r"^[a-z0-9_]{1,25}$")
 COLOR_RE = re.compile(r"^#[0-9A-Fa-f]{6}$")
+# Twitch's bot statuses (the `bot` claim; none for an ordinary account): each has its rate profile.
+BOT_STATUSES = ("known", "verified")
 
 
 class TokenError(Exception):
@@ -72,6 +74,7 @@ def issue_token(
     display_name: str | None = None,
     color: str = "",
     subscriber: bool = False,
+    bot: str = "",
     ttl: float | None = None,
     client_id: str = CLI_CLIENT_ID,
     scope_bits: int = scopes.ALL,
@@ -85,11 +88,15 @@ def issue_token(
         raise ValueError("color must look like #RRGGBB")
     if user_id is not None and not user_id.isdigit():
         raise ValueError("user id must be digits")
+    if bot and bot not in BOT_STATUSES:
+        raise ValueError(f"bot status must be one of {', '.join(BOT_STATUSES)}")
     claims: dict = {"sub": login, "uid": user_id or stable_id(login), "dn": display_name or login}
     if color:
         claims["color"] = color.upper()
     if subscriber:
         claims["subscriber"] = True
+    if bot:
+        claims["bot"] = bot
     return _sign(secret, claims, kind, client_id, scope_bits, ttl)
 
 
@@ -139,12 +146,16 @@ def read_token(secret: str, token: str) -> Grant:
         login = str(claims.get("sub", ""))
         if not LOGIN_RE.match(login) or "uid" not in claims:
             raise TokenError("bad login claim")
+        bot = claims.get("bot", "")
+        if bot != "" and bot not in BOT_STATUSES:
+            raise TokenError("bad bot claim")
         identity = Identity(
             login=login,
             user_id=str(claims["uid"]),
             display_name=str(claims.get("dn") or login),
             color=str(claims.get("color", "")),
             subscriber=bool(claims.get("subscriber", False)),
+            bot=bot,
         )
     return Grant(kind=kind, identity=identity, client_id=str(claims.get("cid", CLI_CLIENT_ID)),
                  scopes=int(claims.get("scp", scopes.ALL)), expires_at=float(claims["exp"]) if "exp" in claims

@@ -8,7 +8,9 @@ reads sender, text and time as fields instead of parsing lines back.
 
     edge → clue        LoginRequest → LoginReply, JoinRequest → JoinReply,
                        SubmitBatch → SubmitResults, TailRequest → EventRange,
-                       SessionRequest → SessionSubscriptions (EventSub sessions)
+                       SessionRequest → SessionSubscriptions (EventSub sessions),
+                       HistoryRequest → HistoryReply (CHATHISTORY), PresenceBatch (who is in a channel)
+    exchange → Redis   HistoryEntry (history, read back by clue)
     clue → exchange    PublishBatch → PublishReply, MoveRequest, LookupRequest → LookupReply
     edge → exchange    SubscribeRequest / SyncRequest / HeartbeatRequest → SubscriptionReply,
                        RangeRequest → EventRange, OutcomeRequest → OutcomeReply
@@ -33,6 +35,7 @@ class Identity(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     display_name: str
     color: str = ""
     subscriber: bool = False
+    bot: str = ""  # "", "known" or "verified": Twitch's bot status, which sets the rate profile
 
 
 class Notify(msgspec.Struct, array_like=True, gc=False):
@@ -75,6 +78,8 @@ class Event(msgspec.Struct, omit_defaults=True, gc=False):
     tags: str = ""  # Twitch's tags, escaped: the tagged line is "@" + tags + " " + line
     id: str = ""  # message id (chat, whispers): idempotent publishing, /delete
     login: str = ""  # the sender of chat
+    user_id: str = ""  # … and its user id
+    target: str = ""  # whom moderation aims at: CLEARCHAT's user id, CLEARMSG's message id
     text: str = ""
     sent_ms: int = 0
     origin: str = ""  # "<edge id>/<connection id>" that sent it: not echoed back there
@@ -115,6 +120,7 @@ class LoginReply(msgspec.Struct):
 class JoinRequest(msgspec.Struct):
     channel: str
     identity: Identity | None = None
+    names: bool = False  # the connection takes twitch.tv/membership: list who is there
 
 
 class JoinReply(msgspec.Struct, omit_defaults=True):
@@ -123,6 +129,23 @@ class JoinReply(msgspec.Struct, omit_defaults=True):
     room_state: dict[str, str] = {}
     user_state: dict[str, str] = {}
     cluster: str = "main"
+    names: list[str] = []  # logins present (NAMES), when asked for and the channel is small enough
+
+
+class PresenceChange(msgspec.Struct, array_like=True, gc=False):
+    """A logged-in user came into (or left) a channel on an edge."""
+
+    channel: str
+    login: str
+    user_id: str
+    present: bool
+
+
+class PresenceBatch(msgspec.Struct):
+    """An edge's presence changes of one tick; `refresh`: members it still has, re-asserted."""
+
+    changes: list[PresenceChange]
+    refresh: bool = False
 
 
 class Submission(msgspec.Struct, omit_defaults=True, gc=False):
@@ -176,6 +199,32 @@ class SessionRequest(msgspec.Struct):
 
 class SessionSubscriptions(msgspec.Struct):
     subscriptions: list[Subscription]
+
+
+class HistoryEntry(msgspec.Struct, omit_defaults=True, gc=False):
+    """One line of a channel's history as it is kept in Redis (the exchange writes
+    it in the channel's order; clue reads it for recent-messages and CHATHISTORY)."""
+
+    ts: int  # when the exchange ordered it, ms since the epoch (`rm-received-ts`)
+    command: str
+    line: str  # the tagged line as clients received it
+    id: str = ""
+    user_id: str = ""
+    target: str = ""
+    sent_ms: int = 0  # tmi-sent-ts: IRCv3 `time`
+
+
+class HistoryRequest(msgspec.Struct):
+    """An edge's CHATHISTORY: what the channel said around a reference."""
+
+    channel: str
+    subcommand: str  # LATEST, BEFORE, AFTER, AROUND, BETWEEN
+    references: list[str]  # `*`, `msgid=…` or `timestamp=…`, as the client sent them
+    limit: int
+
+
+class HistoryReply(msgspec.Struct):
+    entries: list[HistoryEntry]
 
 
 # ---- clue → exchange

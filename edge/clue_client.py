@@ -132,9 +132,9 @@ class ClueClient:
             raise
         return answer.identity
 
-    async def join(self, channel: str, identity: Identity | None) -> JoinReply:
+    async def join(self, channel: str, identity: Identity | None, names: bool = False) -> JoinReply:
         key = identity.login if identity else channel
-        return await self.call(key, "/v1/join", JoinRequest(channel, identity), op="join", answer=JoinReply)
+        return await self.call(key, "/v1/join", JoinRequest(channel, identity, names), op="join", answer=JoinReply)
 
     def submit(self, submission: Submission, retry: bool) -> asyncio.Future[Outcome]:
         """Hand a message to the user's clue; `retry`: it is safe to send again

@@ -34,6 +34,8 @@ class EdgeSettings:
     join_limit: int
     public_url: str
     drain_timeout: float
+    presence_interval: float
+    presence_refresh: float
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> EdgeSettings:
@@ -74,6 +76,10 @@ class EdgeSettings:
             public_url=env.str("EDGE_PUBLIC_URL", ""),
             # How long a stopping edge waits for its EventSub sessions to reconnect elsewhere.
             drain_timeout=env.duration("EDGE_DRAIN_TIMEOUT", "10s"),
+            # Who joined and left, sent to clue once per interval (membership lines come in batches).
+            presence_interval=env.duration("EDGE_PRESENCE_INTERVAL", "1s"),
+            # Members still here are re-asserted this often (clue forgets them after PRESENCE_EXPIRY).
+            presence_refresh=env.duration("EDGE_PRESENCE_REFRESH", "5m"),
         )
         if bool(settings.tls_cert) != bool(settings.tls_key):
             raise ConfigError("EDGE_TLS_CERT and EDGE_TLS_KEY must be set together")

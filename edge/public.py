@@ -24,6 +24,23 @@ MAX_BODY = 1024 * 1024
 Forward = Callable[[str, str, str, dict[str, str], bytes], Awaitable[tuple[int, dict[str, str], bytes]]]
 
 
+# recent-messages is read by browser clients from any origin, as robotty's service is.
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, OPTIONS",
+        "Access-Control-Allow-Headers": "*"}
+
+
+@web.middleware
+async def open_cors(request: web.Request, handler):
+    response = await handler(request)
+    if request.path.startswith("/api/v2/"):
+        response.headers.update(CORS)
+    return response
+
+
+async def preflight(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
 def public_app(forward: Forward, eventsub: Callable[[web.Request], Awaitable[web.StreamResponse]],
                index: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
     """The app; `forward(method, path, query, headers, body)` reaches a clue."""
@@ -43,7 +60,7 @@ def public_app(forward: Forward, eventsub: Callable[[web.Request], Awaitable[web
 
         return handler
 
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[open_cors])
     methods = ("GET", "POST", "PUT", "PATCH", "DELETE")
     for method in methods:
         app.router.add_route(method, "/helix/{tail:.*}", to("/helix/"))
@@ -52,6 +69,8 @@ def public_app(forward: Forward, eventsub: Callable[[web.Request], Awaitable[web
         app.router.add_route(method, "/oauth2/{tail:.*}", to("/oauth2/"))
         app.router.add_route(method, "/auth/{tail:.*}", to("/oauth2/"))
         app.router.add_route(method, "/api/v1/{tail:.*}", to("/api/v1/"))
+    app.router.add_get("/api/v2/recent-messages/{tail:.*}", to("/api/v2/recent-messages/"))
+    app.router.add_route("OPTIONS", "/api/v2/{tail:.*}", preflight)
     app.router.add_get("/ws", eventsub)
     app.router.add_get("/", index)
     return app

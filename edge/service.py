@@ -23,8 +23,11 @@ from common.wire import (
     DeliverReply,
     Event,
     EventRange,
+    HistoryReply,
+    HistoryRequest,
     Outcome,
     Position,
+    PresenceBatch,
     RangeRequest,
     RecentRequest,
     SessionRequest,
@@ -33,14 +36,24 @@ from common.wire import (
     Subscription,
 )
 from common.wire import TailRequest as Tail
-from edge import delivery
+from edge import delivery, ircv3
 from edge.config import EdgeSettings
 from edge.connections import ClientConnection, WebSocketConnection
 from edge.eventsub import EventSubHub
 from edge.hub import Hub
-from edge.public import public_app
+from edge.ircv3 import ChatHistory
 from edge.ordering import Heal, Ordering
-from edge.session import Action, Authenticate, Close, JoinChannel, PartChannel, Publish, Reply
+from edge.presence import PresenceTracker
+from edge.public import public_app
+from edge.session import (
+    Action,
+    Authenticate,
+    Close,
+    JoinChannel,
+    PartChannel,
+    Publish,
+    Reply,
+)
 from edge.subscriptions import ExchangeLink
 from edge.upstream import Clusters
 
@@ -51,6 +64,7 @@ MAX_MESSAGE_BYTES = 2048
 # How long a JOIN waits for the exchange to confirm the subscription before
 # answering anyway; the heartbeat re-sync then catches up.
 SUBSCRIBE_WAIT = 2.0
+PRESENCE_CHUNK = 5_000  # presence changes per request to clue
 
 
 class EdgeService:
@@ -70,6 +84,8 @@ class EdgeService:
         self._per_ip: Counter[str] = Counter()
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._history_batches = 0  # batch ids for CHATHISTORY answers
+        self.presence = PresenceTracker()
         self._servers: list[asyncio.AbstractServer] = []
         self.server = InternalServer(
             settings.common.internal_token,
@@ -102,6 +118,7 @@ class EdgeService:
         await self._public.setup()
         self.eventsub.start()
         self._spawn(self._apply_controls())
+        self._presence_task = loop.create_task(self._send_presence())
 
         proxy = self.settings.proxy_protocol
         listeners = [
@@ -142,6 +159,9 @@ class EdgeService:
         for conn in list(self.conns.values()):
             conn.write(reconnect)
             conn.close()
+        await cancel_and_wait(self._presence_task)
+        self.presence.leave_all()
+        await self._flush_presence()
         for task in list(self._tasks):
             task.cancel()
         if self.clusters is not None:
@@ -249,6 +269,8 @@ class EdgeService:
                 self._leave(conn, action.channel)
             elif isinstance(action, Authenticate):
                 self._spawn(self._login(conn, action.token))
+            elif isinstance(action, ChatHistory):
+                self._spawn(self._chathistory(conn, action))
             elif isinstance(action, Close):
                 self._write_lines(conn, lines)
                 lines = []
@@ -291,8 +313,9 @@ class EdgeService:
     async def _join(self, conn: ClientConnection, channel: str) -> None:
         clusters = self.clusters
         assert clusters is not None
+        identity = conn.session.identity
         try:
-            state = await clusters.main.join(channel, conn.session.identity)
+            state = await clusters.main.join(channel, identity, names=conn.session.wants_membership)
         except RemoteError:
             self.execute(conn, conn.session.join_failed(channel, "msg_join_failed"))
             return
@@ -304,8 +327,10 @@ class EdgeService:
             clusters.unsubscribe(channel)
             return
         # No await between the JOIN echo and joining the hub: nothing can slip between.
-        self.execute(conn, conn.session.join_succeeded(channel, state.room_state, state.user_state))
+        self.execute(conn, conn.session.join_succeeded(channel, state.room_state, state.user_state, state.names))
         self.hub.add(conn, channel)
+        if identity is not None:
+            self.presence.joined(channel, identity)
         self.metrics.incr("joins")
 
     async def _subscribe(self, channel: str, cluster: str) -> None:
@@ -322,8 +347,75 @@ class EdgeService:
         if not members or conn not in members:
             return
         self.hub.remove(conn, channel)
+        identity = conn.session.identity
+        if identity is not None and not channel.startswith(twitch.WHISPER_PREFIX):
+            self.presence.left(channel, identity.login)
         assert self.clusters is not None
         self.clusters.unsubscribe(channel)
+
+    # ---- presence
+    async def _send_presence(self) -> None:
+        """Joins and leaves go to clue once per interval; members still here, now and then."""
+        refreshed = time.monotonic()
+        while True:
+            await asyncio.sleep(self.settings.presence_interval)
+            await self._flush_presence()
+            if time.monotonic() - refreshed >= self.settings.presence_refresh:
+                refreshed = time.monotonic()
+                members = self.presence.members()
+                for start in range(0, len(members), PRESENCE_CHUNK):
+                    with contextlib.suppress(RemoteError):  # the next refresh re-asserts them
+                        await self._post_presence(PresenceBatch(members[start:start + PRESENCE_CHUNK], refresh=True))
+
+    async def _flush_presence(self) -> None:
+        changes = self.presence.take()
+        for start in range(0, len(changes), PRESENCE_CHUNK):
+            chunk = changes[start:start + PRESENCE_CHUNK]
+            try:
+                await self._post_presence(PresenceBatch(chunk))
+            except RemoteError:
+                self.presence.give_back(changes[start:])  # sent with the next tick's
+                self.metrics.incr("presence.deferred", len(changes) - start)
+                return
+
+    async def _post_presence(self, batch: PresenceBatch) -> None:
+        assert self.clusters is not None
+        await self.clusters.main.call(self.settings.edge_id, "/v1/presence", batch, op="presence", answer=dict)
+
+    # ---- IRCv3 chathistory
+    async def _chathistory(self, conn: ClientConnection, request: ChatHistory) -> None:
+        """A CHATHISTORY request: the channel's history from clue, in a batch."""
+        self._history_batches += 1
+        batch_id = f"h{self._history_batches}"
+        session = conn.session
+        try:
+            if request.subcommand == "TARGETS":
+                actions = session.targets_ready(await self._history_targets(request, session.channels), batch_id)
+            else:
+                answer = await self._history(HistoryRequest(request.channel, request.subcommand,
+                                                            request.references, request.limit))
+                actions = session.history_ready(request, answer.entries, batch_id)
+        except RemoteError as exc:
+            if exc.status == 400:  # a msgid the history no longer holds, a bad timestamp
+                actions = session.history_failed(request, "no such message in the history", "INVALID_PARAMS")
+            else:
+                actions = session.history_failed(request, "history is unavailable right now")
+        if conn.open:
+            self.execute(conn, actions)
+
+    async def _history(self, request: HistoryRequest) -> HistoryReply:
+        assert self.clusters is not None
+        return await self.clusters.main.call(request.channel, "/v1/history", request, op="history",
+                                             answer=HistoryReply)
+
+    async def _history_targets(self, request: ChatHistory, channels: set[str]) -> list[tuple[str, int]]:
+        """Which of these channels last spoke between the request's two times, and when."""
+        bounds = sorted(ircv3.timestamp_ms(reference) or 0 for reference in request.references)
+        answers = await asyncio.gather(*(self._history(HistoryRequest(channel, "LATEST", ["*"], 1))
+                                         for channel in sorted(channels)[:ircv3.MAX_HISTORY * 10]))
+        found = [(channel, answer.entries[-1].sent_ms) for channel, answer in zip(sorted(channels), answers)
+                 if answer.entries and bounds[0] <= answer.entries[-1].sent_ms <= bounds[1]]
+        return sorted(found, key=lambda item: item[1])[-request.limit:] if request.limit else []
 
     # ---- chat
     def _publish(self, conn: ClientConnection, action: Publish) -> None:

@@ -17,14 +17,19 @@ from common import twitch
 from common.irc import IRCParseError, LineTooLong, Message, parse, serialize_tags
 from common.ratelimit import WindowLimit
 from common.tokens import LOGIN_RE
-from common.wire import Identity
+from common.wire import HistoryEntry, Identity
+from edge import ircv3
+from edge.ircv3 import ChatHistory
 
 # Tags a client may attach to PRIVMSG; every other client tag is dropped so
 # no one can set server-only tags (badges, mod, user-id, id, …).
 CLIENT_TAGS = ("client-nonce", "reply-parent-msg-id")
 
 TAGS, COMMANDS, MEMBERSHIP = 1, 2, 4
-CAPABILITY_BITS = {"twitch.tv/tags": TAGS, "twitch.tv/commands": COMMANDS, "twitch.tv/membership": MEMBERSHIP}
+TWITCH_CAPABILITY_BITS = {"twitch.tv/tags": TAGS, "twitch.tv/commands": COMMANDS, "twitch.tv/membership": MEMBERSHIP}
+CAPABILITY_BITS = TWITCH_CAPABILITY_BITS | ircv3.CAPABILITY_BITS
+
+NAMES_PER_LINE = 40  # logins per 353 line: well under 512 bytes
 
 # Lines that arrive while a login is being checked are replayed after it.
 MAX_PENDING_LINES = 64
@@ -64,16 +69,30 @@ class Publish:
     client_tags: dict[str, str]
 
 
-Action = Reply | Close | Authenticate | JoinChannel | PartChannel | Publish
+Action = Reply | Close | Authenticate | JoinChannel | PartChannel | Publish | ChatHistory
 
 
 class Session:
     # Slots and a class-level command table: an edge holds tens of thousands
     # of these, so every per-instance dict counts.
     __slots__ = (
-        "server", "max_channels", "variant", "nick", "password", "identity", "anonymous", "registered",
-        "closed", "_cap_pending", "_authenticating", "_pending", "channels", "joining", "join_limit", "_joins",
+        "_authenticating",
+        "_cap_pending",
         "_clock",
+        "_joins",
+        "_pending",
+        "anonymous",
+        "channels",
+        "closed",
+        "identity",
+        "join_limit",
+        "joining",
+        "max_channels",
+        "nick",
+        "password",
+        "registered",
+        "server",
+        "variant",
     )
 
     def __init__(self, server_name: str = "tmi.twitch.tv", max_channels: int = 1000, join_limit: int = 20,
@@ -104,7 +123,11 @@ class Session:
 
     @property
     def wants_tags(self) -> bool:
-        return bool(self.variant & TAGS)
+        return bool(self.variant & (TAGS | ircv3.MESSAGE_TAGS))
+
+    @property
+    def wants_membership(self) -> bool:
+        return bool(self.variant & MEMBERSHIP)
 
     @property
     def wants_commands(self) -> bool:
@@ -148,14 +171,18 @@ class Session:
         if sub == "LS":
             if not self.registered:
                 self._cap_pending = True
-            return [self._raw(f"CAP * LS :{' '.join(twitch.CAPABILITIES)}")]
+            offered = list(twitch.CAPABILITIES)
+            version = message.params[1] if len(message.params) > 1 else ""
+            if version.isdigit() and int(version) >= 302:  # IRCv3 clients: never what Twitch clients see
+                offered += list(ircv3.CAPABILITY_BITS)
+            return [self._raw(f"CAP * LS :{' '.join(offered)}")]
         if sub == "LIST":
             return [self._raw(f"CAP * LIST :{' '.join(self.caps)}")]
         if sub == "REQ":
             requested = message.params[1] if len(message.params) > 1 else ""
             names = requested.split()
             # All-or-nothing, as IRCv3 requires: one unknown cap refuses the request.
-            if names and all(name.lstrip("-") in twitch.CAPABILITIES for name in names):
+            if names and all(name.lstrip("-") in CAPABILITY_BITS for name in names):
                 for name in names:
                     if name.startswith("-"):
                         self.variant &= ~CAPABILITY_BITS[name[1:]]
@@ -219,11 +246,16 @@ class Session:
         return actions
 
     def _welcome(self) -> list[Action]:
-        return [
+        lines = [
             self._numeric("001", "Welcome, GLHF!"),
             self._numeric("002", f"Your host is {self.server}"),
             self._numeric("003", "This server is rather new"),
             self._numeric("004", "-"),
+        ]
+        if self.variant & ircv3.CHATHISTORY:  # only for the IRCv3 clients that asked
+            lines.append(self._numeric("005", f"CHATHISTORY={ircv3.MAX_HISTORY}", "MSGREFTYPES=msgid,timestamp",
+                                       "are supported by this server"))
+        return lines + [
             self._numeric("375", "-"),
             self._numeric("372", "You are in a maze of twisty passages, all alike."),
             self._numeric("376", ">"),
@@ -265,15 +297,19 @@ class Session:
             actions.append(JoinChannel(channel))
         return actions
 
-    def join_succeeded(self, channel: str, room_state: dict[str, str], user_state: dict[str, str]) -> list[Action]:
+    def join_succeeded(self, channel: str, room_state: dict[str, str], user_state: dict[str, str],
+                       names: list[str] | tuple[str, ...] = ()) -> list[Action]:
+        """The JOIN echo, NAMES (the joiner, and with twitch.tv/membership who else is
+        there), USERSTATE and ROOMSTATE."""
         self.joining.discard(channel)
         self.channels.add(channel)
         host = f"{self.nick}.tmi.twitch.tv"
-        actions: list[Action] = [
-            Reply(f":{twitch.user_source(self.nick)} JOIN {channel}"),
-            Reply(f":{host} 353 {self.nick} = {channel} :{self.nick}"),
-            Reply(f":{host} 366 {self.nick} {channel} :End of /NAMES list"),
-        ]
+        listed = [self.nick] + [name for name in names if name != self.nick] if self.wants_membership else [self.nick]
+        actions: list[Action] = [Reply(f":{twitch.user_source(self.nick)} JOIN {channel}")]
+        for start in range(0, len(listed), NAMES_PER_LINE):
+            chunk = " ".join(listed[start:start + NAMES_PER_LINE])
+            actions.append(Reply(f":{host} 353 {self.nick} = {channel} :{chunk}"))
+        actions.append(Reply(f":{host} 366 {self.nick} {channel} :End of /NAMES list"))
         if self.wants_commands:
             if not self.anonymous:
                 actions.append(self._tagged(user_state, "USERSTATE", [channel]))
@@ -319,6 +355,29 @@ class Session:
         if self.wants_commands:
             return [self._tagged(user_state, "USERSTATE", [channel])]
         return []
+
+    # ---- IRCv3 history
+    def _on_chathistory(self, message: Message) -> list[Action]:
+        if not self.variant & ircv3.CHATHISTORY:
+            return [self._numeric("421", "CHATHISTORY", "Unknown command")]
+        request = ircv3.parse_chathistory(message.params)
+        if isinstance(request, str):
+            return [self._raw(f"FAIL CHATHISTORY {request}")]
+        if request.subcommand != "TARGETS" and not twitch.is_valid_channel(request.channel):
+            return [self._raw(f"FAIL CHATHISTORY INVALID_TARGET {request.subcommand} {request.channel} "
+                              ":No such channel")]
+        return [request]
+
+    def history_ready(self, request: ChatHistory, entries: list[HistoryEntry], batch_id: str) -> list[Action]:
+        return [Reply(line) for line in ircv3.history_lines(self.server, request, entries, self.variant,
+                                                            self.wants_tags, batch_id)]
+
+    def targets_ready(self, found: list[tuple[str, int]], batch_id: str) -> list[Action]:
+        return [Reply(line) for line in ircv3.targets_lines(self.server, found, self.variant, batch_id)]
+
+    def history_failed(self, request: ChatHistory, reason: str, code: str = "MESSAGE_ERROR") -> list[Action]:
+        about = f"{request.subcommand} {request.channel}" if request.channel else request.subcommand
+        return [self._raw(f"FAIL CHATHISTORY {code} {about} :{_one_line(reason)}")]
 
     def notice(self, channel: str, msg_id: str, text: str) -> list[Action]:
         return [self._notice_id(channel, msg_id, text)]
@@ -397,4 +456,5 @@ COMMAND_TABLE: dict[str, Command] = {
     "JOIN": Command(Session._on_join, 1),
     "PART": Command(Session._on_part, 1),
     "PRIVMSG": Command(Session._on_privmsg, 1, too_few=("411", "No recipient given (PRIVMSG)")),
+    "CHATHISTORY": Command(Session._on_chathistory, 1),
 }

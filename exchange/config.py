@@ -14,6 +14,11 @@ class ExchangeSettings:
     edge_max_conns: int
     history: int
     channel_idle: float
+    cache_servers: list[tuple[str, int]]
+    cache_max_conns: int
+    cache_timeout: float
+    history_limit: int
+    history_age: float
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ExchangeSettings:
@@ -29,4 +34,11 @@ class ExchangeSettings:
             history=env.int("EXCHANGE_HISTORY", 2000, minimum=10),
             # A channel nobody subscribes to or writes to is forgotten after this long.
             channel_idle=env.duration("EXCHANGE_CHANNEL_IDLE", "5m"),
+            # Redis, where the exchange writes each channel's history (none: no history).
+            cache_servers=env.addresses("CACHE_SERVERS") if env.str("CACHE_SERVERS", "") else [],
+            cache_max_conns=env.int("CACHE_MAX_CONNS", 10, minimum=1),
+            cache_timeout=env.duration("CACHE_TIMEOUT", "100ms"),
+            # Channel history (recent-messages, CHATHISTORY): the last HISTORY_LIMIT lines of HISTORY_AGE.
+            history_limit=env.int("HISTORY_LIMIT", 800, minimum=1),
+            history_age=env.duration("HISTORY_AGE", "24h"),
         )

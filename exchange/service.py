@@ -21,6 +21,7 @@ from common.batch import Batcher
 from common.config import parse_url
 from common.internal_http import ApiError, InternalClient, InternalServer, read_body, reply
 from common.metrics import Metrics
+from common.shards import ShardSet
 from common.tasks import cancel_and_wait
 from common.wire import (
     CLOSED,
@@ -43,6 +44,7 @@ from common.wire import (
 )
 from exchange.channels import ChannelLog, ChannelTable, MessageIds, Move
 from exchange.config import ExchangeSettings
+from exchange.history import HistoryWriter
 from exchange.links import EdgeLink
 
 log = structlog.get_logger()
@@ -61,6 +63,10 @@ class ExchangeService:
         self.edges: dict[str, EdgeLink] = {}
         self.channels = ChannelTable(settings.history, settings.channel_idle)
         self.ids = MessageIds()
+        self.shards = (ShardSet(settings.cache_servers, settings.cache_max_conns, settings.cache_timeout, metrics)
+                       if settings.cache_servers else None)
+        self.history = (HistoryWriter(self.shards, settings.history_limit, settings.history_age, metrics)
+                        if self.shards else None)
         self.peers: dict[str, tuple[Batcher[Event, int], InternalClient]] = {}  # forwarding, per new owner
         self._sweeper: asyncio.Task[None] | None = None
         self.server = InternalServer(
@@ -86,6 +92,8 @@ class ExchangeService:
     async def start(self) -> None:
         self.addresses["http"] = await self.server.start(self.settings.http_listen)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        if self.history is not None:
+            self.history.start()
 
     async def stop(self) -> None:
         await cancel_and_wait(self._sweeper)
@@ -95,6 +103,10 @@ class ExchangeService:
         for batcher, client in self.peers.values():
             await batcher.close()
             await client.close()
+        if self.history is not None:
+            await self.history.stop()
+        if self.shards is not None:
+            await self.shards.close()
 
     async def _sweep(self) -> None:
         interval = min(self.settings.channel_idle / 2, 5.0)
@@ -216,6 +228,8 @@ class ExchangeService:
             encoded = channel.order(event, history)
             if event.id:
                 self.ids.remember(event.id, channel.seq, channel.last_write)
+            if self.history is not None:
+                self.history.record(event)
             seqs.append(channel.seq)
             for link in channel.subscribers:
                 link.enqueue(encoded)

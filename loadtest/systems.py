@@ -15,7 +15,8 @@ from common.tokens import issue_token
 
 # Benchmarks measure throughput, from one address: no per-user or per-address limits.
 BENCH_ENV = {"RATE_LIMIT": "100000000", "RATE_WINDOW": "1s", "JOIN_RATE_LIMIT": "100000",
-             "EDGE_MAX_CONNECTIONS_PER_IP": "0", "EDGE_JOIN_RATE_LIMIT": "1000000"}
+             "EDGE_MAX_CONNECTIONS_PER_IP": "0", "EDGE_JOIN_RATE_LIMIT": "1000000",
+             "CHANNEL_FLOOR": "0"}
 
 NGIRCD_CONF = """\
 [Global]

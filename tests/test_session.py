@@ -2,7 +2,7 @@
 import pytest
 
 from common.irc import LineTooLong
-from common.wire import Identity
+from common.wire import HistoryEntry, Identity
 from edge.session import (
     Authenticate,
     Close,
@@ -32,7 +32,7 @@ def registered(caps: str = "twitch.tv/tags twitch.tv/commands") -> Session:
 
 def test_cap_ls_holds_registration_until_cap_end():
     session = Session()
-    assert lines(session.receive("CAP LS 302")) == [
+    assert lines(session.receive("CAP LS")) == [
         ":tmi.twitch.tv CAP * LS :twitch.tv/tags twitch.tv/commands twitch.tv/membership"
     ]
     assert session.receive("NICK justinfan1") == []
@@ -179,3 +179,36 @@ def test_joins_are_limited_per_connection_anonymous_ones_too():
     ]
     now[0] += 10.0
     assert session.receive("JOIN #d") == [JoinChannel("#d")]
+
+
+def test_cap_ls_302_also_offers_ircv3_and_ircv3_clients_get_time_msgid_and_chathistory():
+    session = Session()
+    assert lines(session.receive("CAP LS 302")) == [
+        ":tmi.twitch.tv CAP * LS :twitch.tv/tags twitch.tv/commands twitch.tv/membership server-time "
+        "message-tags batch draft/chathistory echo-message"
+    ]
+    assert lines(session.receive("CAP REQ :server-time message-tags batch draft/chathistory")) == [
+        ":tmi.twitch.tv CAP * ACK :server-time message-tags batch draft/chathistory"
+    ]
+    session.receive("NICK justinfan7")
+    welcome = lines(session.receive("CAP END"))
+    assert ":tmi.twitch.tv 005 justinfan7 CHATHISTORY=100 MSGREFTYPES=msgid,timestamp :are supported by this " \
+           "server" in welcome
+    [request] = session.receive("CHATHISTORY LATEST #chan * 500")
+    assert (request.channel, request.subcommand, request.references, request.limit) == ("#chan", "LATEST", ["*"],
+                                                                                        100)
+    assert lines(session.receive("CHATHISTORY SIDEWAYS #chan * 5")) == [
+        ":tmi.twitch.tv FAIL CHATHISTORY INVALID_PARAMS SIDEWAYS :Unknown subcommand"]
+    entry = HistoryEntry(ts=5, command="PRIVMSG", line="@id=x;color= :a!a@a.tmi.twitch.tv PRIVMSG #chan :hi",
+                         id="x", sent_ms=1_700_000_000_000)
+    assert lines(session.history_ready(request, [entry], "b1")) == [
+        ":tmi.twitch.tv BATCH +b1 chathistory #chan",
+        "@batch=b1;time=2023-11-14T22:13:20.000Z;msgid=x;id=x;color= :a!a@a.tmi.twitch.tv PRIVMSG #chan :hi",
+        ":tmi.twitch.tv BATCH -b1",
+    ]
+
+
+def test_a_twitch_client_never_gets_chathistory():
+    session = registered()
+    assert lines(session.receive("CHATHISTORY LATEST #chan * 5")) == [
+        ":tmi.twitch.tv 421 alice CHATHISTORY :Unknown command"]

@@ -19,15 +19,16 @@ from clue.helix.eventsub import EventSubEndpoints
 from clue.helix.moderation import ModerationEndpoints
 from clue.ingest import Ingest
 from clue.oauth import OAuth
+from clue.presence import Presence
 from clue.publisher import Exchanges
 from common.shards import ShardSet
 
 
 class Helix:
     def __init__(self, oauth: OAuth, accounts: Accounts, channels: ChannelCache, shards: ShardSet, ingest: Ingest,
-                 commands: Commands, exchanges: Exchanges) -> None:
+                 commands: Commands, exchanges: Exchanges, presence: Presence) -> None:
         base = HelixBase(oauth, accounts, channels, shards)
-        self.chat = ChatEndpoints(base, ingest, commands)
+        self.chat = ChatEndpoints(base, ingest, commands, presence)
         self.moderation = ModerationEndpoints(base, ingest, commands)
         self.eventsub = EventSubEndpoints(base, EventSubStore(shards), exchanges)
 

@@ -170,14 +170,15 @@ class _RateLimited(HelixError):
         self.headers = headers
 
 
-def paginate(items: list[Any], call: Call) -> tuple[list[Any], dict[str, str]]:
-    """Twitch's cursor pagination over a list: `first` (1-100, default 20) and `after`."""
+def paginate(items: list[Any], call: Call, most: int = MAX_PAGE, default: int = 20
+             ) -> tuple[list[Any], dict[str, str]]:
+    """Twitch's cursor pagination over a list: `first` (1-`most`, default `default`) and `after`."""
     try:
-        first = int(call.request.query.get("first", "20"))
+        first = int(call.request.query.get("first", str(default)))
     except ValueError:
-        raise HelixError(400, "The value of \"first\" must be a number from 1 through 100") from None
-    if not 1 <= first <= MAX_PAGE:
-        raise HelixError(400, "The value of \"first\" must be a number from 1 through 100")
+        raise HelixError(400, f"The value of \"first\" must be a number from 1 through {most}") from None
+    if not 1 <= first <= most:
+        raise HelixError(400, f"The value of \"first\" must be a number from 1 through {most}")
     start = 0
     after = call.request.query.get("after")
     if after:

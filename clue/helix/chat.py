@@ -11,11 +11,12 @@ from clue import eventsub_events as es
 from clue import stamp
 from clue.channels import ChannelState
 from clue.commands import Commands, Role, role_of
-from clue.helix.base import Call, HelixBase, HelixError, rfc3339
+from clue.helix.base import Call, HelixBase, HelixError, paginate, rfc3339
 from clue.ingest import Ingest
-from common.shards import pipeline_call, user_key
+from clue.presence import Presence
 from common import twitch
 from common.irc import Message, serialize_tags
+from common.shards import pipeline_call, user_key
 from common.tokens import USER
 from common.wire import Event, Identity, Submission
 
@@ -27,10 +28,11 @@ _SNAKE = re.compile(r"_([a-z])")
 
 
 class ChatEndpoints:
-    def __init__(self, base: HelixBase, ingest: Ingest, commands: Commands) -> None:
+    def __init__(self, base: HelixBase, ingest: Ingest, commands: Commands, presence: Presence) -> None:
         self.base = base
         self.ingest = ingest
         self.commands = commands
+        self.presence = presence
 
     def routes(self) -> list[web.RouteDef]:
         e = self.base.endpoint
@@ -40,6 +42,7 @@ class ChatEndpoints:
             web.get("/helix/chat/settings", e(self.get_settings)),
             web.patch("/helix/chat/settings",
                       e(self.patch_settings, scopes_all=("moderator:manage:chat_settings",), tokens=(USER,))),
+            web.get("/helix/chat/chatters", e(self.chatters, scopes_all=("moderator:read:chatters",), tokens=(USER,))),
             web.get("/helix/chat/color", e(self.get_color)),
             web.put("/helix/chat/color", e(self.put_color, scopes_all=("user:manage:chat_color",), tokens=(USER,))),
             web.post("/helix/chat/announcements",
@@ -130,6 +133,23 @@ class ChatEndpoints:
             event = await self.commands.change_settings(state, changes)
             await self.ingest.exchanges.publish(event)
         return call.json({"data": [settings_view(state.room_id, state.settings | changes, moderator_id)]})
+
+    # ---- chatters
+    async def chatters(self, call: Call) -> web.Response:
+        """Who is in the channel (logged-in users, as clue.presence knows them), by login."""
+        moderator_id = call.param("moderator_id")
+        call.require_user(moderator_id, "moderator_id")
+        state = await self.base.channel(call.param("broadcaster_id"))
+        identity = call.grant.identity
+        assert identity is not None
+        if role_of(identity.login, state) < Role.MODERATOR:
+            raise HelixError(403, "The user in moderator_id is not one of the broadcaster's moderators")
+        members = await self.presence.members(state.name)
+        page, pagination = paginate(members, call, most=1000, default=100)
+        names = await self.base.accounts.display_names([user_id for _, user_id in page])
+        data = [{"user_id": user_id, "user_login": login, "user_name": names.get(user_id) or login}
+                for login, user_id in page]
+        return call.json({"data": data, "pagination": pagination, "total": len(members)})
 
     # ---- colors
     async def get_color(self, call: Call) -> web.Response:
@@ -270,5 +290,5 @@ def announcement(server: str, state: ChannelState, identity: Identity, text: str
         state.broadcaster, chatter, "announcement", system_message="", message_id=message_id, text=text,
         emotes=emotes, color=identity.color, badges=tags["badges"], detail={"color": color}))
     return Event(channel=state.name, command="USERNOTICE", line=line.serialize_without_tags(trailing=True),
-                 tags=serialize_tags(tags), id=message_id, login=identity.login, text=text, sent_ms=sent_ms,
-                 notify=[notify])
+                 tags=serialize_tags(tags), id=message_id, login=identity.login, user_id=identity.user_id, text=text,
+                 sent_ms=sent_ms, notify=[notify])

@@ -30,6 +30,23 @@ client.on("timeout", (chan, user, reason, duration) => emit({ event: "timeout", 
 client.on("ban", (chan, user) => emit({ event: "ban", channel: chan, user }));
 client.on("messagedeleted", (chan, user, message) => emit({ event: "messagedeleted", channel: chan, user, message }));
 client.on("slowmode", (chan, enabled, length) => emit({ event: "slowmode", channel: chan, enabled, length }));
+// Paid and community events, with the arguments tmi.js gives each (tags reduced to msg-id and id).
+const notice = (event, chan, tags, fields) =>
+  emit({ event, channel: chan, msgid: tags["msg-id"], id: tags.id, ...fields });
+client.on("subscription", (chan, username, methods, message, tags) =>
+  notice("subscription", chan, tags, { username, methods, message }));
+client.on("resub", (chan, username, months, message, tags, methods) =>
+  notice("resub", chan, tags, { username, months, message, methods }));
+client.on("subgift", (chan, username, streakMonths, recipient, methods, tags) =>
+  notice("subgift", chan, tags, { username, streakMonths, recipient, methods }));
+client.on("submysterygift", (chan, username, count, methods, tags) =>
+  notice("submysterygift", chan, tags, { username, count, methods }));
+client.on("giftpaidupgrade", (chan, username, sender, tags) =>
+  notice("giftpaidupgrade", chan, tags, { username, sender }));
+client.on("raided", (chan, username, viewers, tags) => notice("raided", chan, tags, { username, viewers }));
+client.on("cheer", (chan, tags, message) =>
+  notice("cheer", chan, tags, { user: tags.username, bits: tags.bits, message }));
+client.on("usernotice", (msgid, chan, tags, message) => notice("usernotice", chan, tags, { message }));
 client.on("disconnected", (reason) => {
   emit({ event: "disconnected", reason });
   if (!reconnect) process.exit(0);
