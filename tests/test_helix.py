@@ -222,3 +222,43 @@ async def test_bad_helix_requests_get_twitchs_error_bodies(world):
     status, body, _ = await api.call("GET", "/helix/users", "not-a-token")
     assert status == 401 and body == {"error": "Unauthorized", "status": 401, "message": "Invalid OAuth token"}
 
+
+
+async def test_chat_said_right_after_the_subscriptions_202_reaches_eventsub(world):
+    # The edge holding the session hears the channel only once the subscription reaches it: what was
+    # said in between is caught up, never missed. The broadcaster keeps talking while the bot
+    # subscribes; everything said after the 202 must arrive, in order. Fresh channels each round.
+    cluster, api, secret = world
+    bot_irc = await cluster.client("racebot", edge=1)
+    bot_id = bot_irc.received("GLOBALUSERSTATE")[0].tags["user-id"]
+    token = (await user_token(api, secret, bot_id, "user:read:chat"))["access_token"]
+    for n in range(4):
+        broadcaster = await cluster.client(f"raceroom{n}", edge=1, channels=(f"#raceroom{n}",))
+        room_id = broadcaster.received("ROOMSTATE")[0].tags["room-id"]
+        said = 0
+
+        async def talk() -> None:
+            nonlocal said
+            for i in range(40):
+                await broadcaster.send(f"PRIVMSG #raceroom{n} :m{i}")
+                said = i + 1
+                await asyncio.sleep(0.004)
+
+        async with api.http.ws_connect(api.base.replace("http", "ws") + "/ws") as ws:  # edge 0
+            session_id = json.loads((await ws.receive(timeout=10)).data)["payload"]["session"]["id"]
+            talking = asyncio.create_task(talk())
+            while said < 8:
+                await asyncio.sleep(0.001)
+            status, created, _ = await api.call("POST", "/eventsub/subscriptions", token, json={
+                "type": "channel.chat.message", "version": "1",
+                "condition": {"broadcaster_user_id": room_id, "user_id": bot_id},
+                "transport": {"method": "websocket", "session_id": session_id}})
+            after_202 = said
+            assert status == 202, created
+            await talking
+            heard: list[str] = []
+            while "m39" not in heard:
+                heard.append((await next_notification(ws))["payload"]["event"]["message"]["text"])
+            expected = [f"m{i}" for i in range(after_202, 40)]
+            assert heard[-len(expected):] == expected and len(heard) == len(set(heard)), (after_202, heard)
+        await broadcaster.close()

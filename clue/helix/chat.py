@@ -36,7 +36,7 @@ class ChatEndpoints:
         e = self.base.endpoint
         return [
             web.get("/helix/users", e(self.users)),
-            web.post("/helix/chat/messages", e(self.send_message, scopes_any=("user:write:chat", "user:bot"))),
+            web.post("/helix/chat/messages", e(self.send_message, scopes_all=("user:write:chat",))),
             web.get("/helix/chat/settings", e(self.get_settings)),
             web.patch("/helix/chat/settings",
                       e(self.patch_settings, scopes_all=("moderator:manage:chat_settings",), tokens=(USER,))),
@@ -87,6 +87,9 @@ class ChatEndpoints:
                 raise HelixError(400, f"Missing required parameter \"{name}\"")
         identity = await self._sender(call, sender_id)
         state = await self.base.channel(broadcaster_id)
+        if call.grant.identity is None:
+            await self.base.app_acts_for(call, sender_id, ("user:write:chat",), broadcaster_id,
+                                         role_of(identity.login, state) >= Role.MODERATOR)
         if twitch.is_command(text) and not twitch.is_action(text):
             return call.json({"data": [{"message_id": "", "is_sent": False, "drop_reason": {
                 "code": "msg_rejected", "message": "Chat commands are not sent as messages; use their Helix endpoints."
