@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from clue import limits
 from clue.channels import ChannelCache, ChannelState
 from clue.shards import ShardSet, pipeline_call, user_key
 from common import twitch, wire
@@ -339,13 +340,18 @@ async def whisper(commands: Commands, ctx: Context) -> Outcome:
     if user_id is None:
         return refused("whisper_invalid_login", user=login)
     sender = ctx.identity
+    whisper_id = uuid.uuid4().hex
+    # Whispers that could go count against Twitch's whisper windows (3 a second, 100 a minute).
+    full = await limits.charge(commands.shards, sender.user_id, "whispers", whisper_id, limits.WHISPER_WINDOWS)
+    if full:
+        return refused(limits.WHISPER_REFUSALS[full - 1])
     low, high = sorted((int(sender.user_id), int(user_id)))
     tags = {
         "badges": "",
         "color": sender.color,
         "display-name": sender.display_name,
         "emotes": "",
-        "message-id": uuid.uuid4().hex,
+        "message-id": whisper_id,
         "thread-id": f"{low}_{high}",
         "turbo": "0",
         "user-id": sender.user_id,

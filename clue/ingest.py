@@ -179,17 +179,14 @@ class Ingest:
         return outcome.answer(state.name)
 
     async def _command_limits(self, identity: Identity, state: ChannelState, text: str, event_id: str) -> str:
-        """A command counts as a message against the sender's rate, as on Twitch;
-        a whisper also against the whisper windows. The refusal's msg-id, or ""."""
+        """A command counts as a message against the sender's rate, as on Twitch
+        (whispers have their own windows besides: clue.commands.whisper).
+        The refusal's msg-id, or ""."""
         role = role_of(identity.login, state)
         limit = self.settings.rate_limit_privileged if role >= Role.VIP else self.settings.rate_limit
         rate = ((limit, int(self.settings.rate_window * 1000)),)
         if await limits.charge(self.shards, identity.user_id, "rate", event_id, rate):
             return "msg_ratelimit"
-        if text[1:].split(" ", 1)[0].lower() == "w":
-            full = await limits.charge(self.shards, identity.user_id, "whispers", event_id, limits.WHISPER_WINDOWS)
-            if full:
-                return limits.WHISPER_REFUSALS[full - 1]
         return ""
 
     async def _check_unique(self, pending: list[Pending]) -> None:
