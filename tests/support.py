@@ -129,6 +129,18 @@ class IrcClient:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
 
+    async def wait_for(self, done: Callable[[list[str]], bool], timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Wait until `done(every line received so far)` holds, whatever order lines came in."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not done(self.lines):
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self.closed.is_set():
+                raise AssertionError(f"{self.name}: condition not met within {timeout}s; got {self.lines[-8:]}")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
     async def expect_message(self, command: str, text: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Message:
         def match(line: str) -> bool:
             message = parse(line)
