@@ -15,13 +15,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-<<<<<<< HEAD
 from clue import eventsub_events as es
 from clue import limits
 from clue.accounts import Accounts
-=======
-from clue import limits
->>>>>>> main
 from clue.channels import ChannelCache, ChannelState
 from clue.shards import ShardSet, pipeline_call, user_key
 from common import twitch, wire
