@@ -95,11 +95,17 @@ def client_add(name: str, data_dir: Path) -> int:
 
 # ---- chatd token issue: the user becomes known (Helix ids, EventSub conditions)
 
-def register_user(identity: Identity, data_dir: Path) -> str | None:
-    """Record the user in the cluster, if one is described (CACHE_SERVERS or a
-    `chatd up` data dir); why not, when it is described but cannot be reached."""
+def register_user(identity: Identity, client_id: str, scope_bits: int, data_dir: Path) -> str | None:
+    """Record the user, and that it authorized the client for these scopes, in
+    the cluster, if one is described (CACHE_SERVERS or a `chatd up` data dir);
+    why not, when it is described but cannot be reached."""
+    async def act(shards: ShardSet) -> None:
+        accounts = Accounts(shards)
+        await accounts.remember(identity)
+        await accounts.grant(identity.user_id, client_id, scope_bits)
+
     try:
-        asyncio.run(with_shards(data_dir, lambda shards: Accounts(shards).remember(identity)))
+        asyncio.run(with_shards(data_dir, act))
     except NoCluster:
         return None  # no cluster yet: the user is recorded at its first login
     except Exception as exc:  # noqa: BLE001 -- the token is still good; the user is recorded at first login

@@ -125,9 +125,9 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"chatd token issue: {exc}", file=sys.stderr)
         return 2
-    identity = read_token(secret, token).identity
-    assert identity is not None
-    why_not = register_user(identity, data_dir)
+    grant = read_token(secret, token)
+    assert grant.identity is not None
+    why_not = register_user(grant.identity, grant.client_id, grant.scopes, data_dir)
     if why_not and not args.quiet:
         print(f"chatd token issue: {args.login} is known to the cluster once it logs in ({why_not})",
               file=sys.stderr)

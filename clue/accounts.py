@@ -33,6 +33,11 @@ def client_key(client_id: str) -> str:
     return f"{{cl:{client_id}}}"
 
 
+def grants_key(user_id: str) -> str:
+    """Which scopes the user granted each client (a hash: client id → scope bits)."""
+    return f"{{i:{user_id}}}:grants"
+
+
 def revoked_key(token_id: str) -> str:
     return f"{{tk:{token_id}}}:revoked"
 
@@ -80,6 +85,18 @@ class Accounts:
             answers = await pipeline_call(shard, "user_read", [("HGET", profile_key(i), "display_name") for i in ids])
             found.update({i: a.decode() for i, a in zip(ids, answers, strict=True) if isinstance(a, bytes)})
         return found
+
+    # ---- what a user authorized: an app token acts for users only within it
+    async def grant(self, user_id: str, client_id: str, scope_bits: int) -> None:
+        """The user authorized the client for these scopes (the latest
+        authorization stands, as on Twitch)."""
+        key = grants_key(user_id)
+        await self._one(key, "grant_write", ("HSET", key, client_id, str(scope_bits)))
+
+    async def granted(self, user_id: str, client_id: str) -> int:
+        """The scope bits the user granted the client; 0 if none."""
+        found = await self._one(grants_key(user_id), "grant_read", ("HGET", grants_key(user_id), client_id))
+        return int(found) if isinstance(found, bytes) else 0
 
     # ---- clients
     async def add_client(self, name: str) -> tuple[str, str]:

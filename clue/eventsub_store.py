@@ -63,10 +63,10 @@ _encode = msgspec.json.encode
 
 class EventSubStore:
     def __init__(self, shards: ShardSet) -> None:
-        self.shards = shards
+        self._redis = shards
 
     async def _run(self, key: str, op: str, *commands: tuple) -> list:
-        return await pipeline_call(self.shards.for_key(key), op, list(commands))
+        return await pipeline_call(self._redis.for_key(key), op, list(commands))
 
     # ---- sessions
     async def open_session(self, session_id: str, owner: str, connected_at: float | None = None) -> None:

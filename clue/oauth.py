@@ -119,6 +119,7 @@ class OAuth:
                 raise OAuthError(400, "Invalid user id: a user exists once it has logged in or been issued a token")
             grant = Grant(kind=REFRESH, identity=None, client_id=params["client_id"],
                           scopes=scopes.parse(params.get("scope", "")), expires_at=None, token_id="")
+            await self.accounts.grant(params["user_id"], grant.client_id, grant.scopes)
             return web.json_response(self._user_tokens(grant, login=user["login"], user_id=params["user_id"],
                                                        display_name=user.get("display_name")))
         except OAuthError as exc:

@@ -57,13 +57,16 @@ class Subscription(msgspec.Struct, omit_defaults=True):
     channel: str  # the stream its events come through: a chat channel, or a user's whisper inbox
     shard: int = 0  # conduits: this session serves events whose channel hashes to this shard
     shards: int = 1
+    created_ms: int = 0  # when it was made: its first notifications are of what was said since
 
 
 class Control(msgspec.Struct, omit_defaults=True):
-    """For the edge holding an EventSub session: add, remove or revoke a subscription."""
+    """For the edge holding an EventSub session: add, remove or revoke a
+    subscription, or `shard`: the session now serves a conduit's shard (it is in
+    use, with or without subscriptions)."""
 
     op: str
-    subscription: Subscription
+    subscription: Subscription | None = None
     status: str = ""  # a revocation's reason (authorization_revoked, user_removed, …)
 
 

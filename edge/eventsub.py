@@ -43,7 +43,11 @@ KEEPALIVE_DEFAULT, KEEPALIVE_RANGE = 10, (10, 600)
 FIRST_SUBSCRIPTION = 10.0  # s after the welcome a session must hold a subscription by
 PING_INTERVAL = 10.0  # the edge pings; a pong must come within the next interval
 RECONNECT_GRACE = 30.0  # after session_reconnect, the old connection is closed (4004)
-CATCH_UP_SECONDS = 2.0  # a session taken over is replayed this much of each channel
+# A listener that starts here (a new subscription, a session taken over from a
+# draining edge) is first given what its channel said since the subscription was
+# made, at most this long ago: its 202 or the old connection's last notification
+# may have come before this edge heard the channel.
+CATCH_UP_MS = 2_000
 MAX_OUTBOX = 10_000  # notifications waiting for one session: more, and it is closed (4006)
 CONTROL_PREFIX = "$"
 _NAMESPACE = uuid.UUID("6f0f6e6f-2b2c-4f3b-9d7e-8f7f8b7a6c51")
@@ -77,11 +81,12 @@ def _message(kind: str, payload: dict, **metadata: str) -> dict:
 class Listener:
     """One subscription held by one session here."""
 
-    __slots__ = ("session", "sub", "shown")
+    __slots__ = ("session", "sub", "shown", "held")
 
     def __init__(self, session: Session, sub: Subscription) -> None:
         self.session = session
         self.sub = sub
+        self.held: list[Event] | None = None  # live events held while it catches up
         # The subscription as notifications show it: encoded once.
         self.shown = wire.encode({"id": sub.id, "status": "enabled", "type": sub.type, "version": sub.version,
                                   "condition": sub.condition, "transport": sub.transport,
@@ -105,7 +110,6 @@ class Session:
         self.last_pong = time.monotonic()
         self.reconnect_sent = 0.0
         self.ever_subscribed = False
-        self.catching_up: list[Event] | None = None  # live events held while it catches up
         self.closing: int | None = None
         self.owner = secrets.token_hex(8)  # this connection, as clue knows who holds the session
 
@@ -198,30 +202,14 @@ class EventSubHub:
             return False
         self.sessions[session.id] = session
         await self.host.hold(CONTROL_PREFIX + session.id)
-        if resumed:
-            session.catching_up = []
-            for sub in held:
-                await self._add(session, sub)
         session.send_message("session_welcome", {"session": {
             "id": session.id, "status": "connected", "connected_at": rfc3339(session.connected_at),
             "keepalive_timeout_seconds": session.keepalive, "reconnect_url": None, "recovery_url": None}})
         session.welcomed_at = time.monotonic()
-        if resumed:
-            await self._catch_up(session)
+        for sub in held:  # a session taken over: its subscriptions go on here
+            await self._add(session, sub)
         log.info("eventsub_session", session=session.id, resumed=resumed, subscriptions=len(held))
         return True
-
-    async def _catch_up(self, session: Session) -> None:
-        """A session taken over from a draining edge: what its channels said lately
-        (the old connection may have missed the last of it), then live again."""
-        for channel in {listener.sub.channel for listener in session.listeners.values()}:
-            position = self.host.position(channel)
-            for event in await self.host.recent(channel, CATCH_UP_SECONDS):
-                if position is None or event.seq <= position.seq:
-                    self._notify_session(session, event)
-        held, session.catching_up = session.catching_up or [], None
-        for event in held:
-            self._notify_session(session, event)
 
     async def _read(self, session: Session) -> None:
         async for message in session.ws:
@@ -270,12 +258,33 @@ class EventSubHub:
         if sub.id in session.listeners:
             return
         listener = Listener(session, sub)
+        listener.held = []
         session.listeners[sub.id] = listener
         session.ever_subscribed = True
         first = sub.channel not in self._by_channel
         self._by_channel.setdefault(sub.channel, set()).add(listener)
         if first:
             await self.host.hold(sub.channel)
+        await self._catch_up(listener)
+
+    async def _catch_up(self, listener: Listener) -> None:
+        """What the channel said since the subscription was made (at most
+        CATCH_UP_MS ago) that reached this edge before the listener did, then
+        what was held meanwhile: nothing said after a 202 is missed."""
+        channel = listener.sub.channel
+        since = max(listener.sub.created_ms, int(time.time() * 1000) - CATCH_UP_MS)
+        replayed: set[tuple[int, int]] = set()
+        recent = await self.host.recent(channel, (time.time() * 1000 - since) / 1000 + 0.5)
+        # Events this edge has not delivered yet arrive live: only those up to here are replayed.
+        position = self.host.position(channel)
+        held, listener.held = listener.held or [], None
+        for event in recent:
+            if position is not None and event.sent_ms >= since and (event.gen, event.seq) <= (position.gen, position.seq):
+                replayed.add((event.gen, event.seq))
+                self._notify_listener(listener, event)
+        for event in held:
+            if (event.gen, event.seq) not in replayed:
+                self._notify_listener(listener, event)
 
     def _remove(self, listener: Listener) -> None:
         listener.session.listeners.pop(listener.sub.id, None)
@@ -293,7 +302,11 @@ class EventSubHub:
         if session is None or control is None:
             return
         sub = control.subscription
-        if control.op == "add":
+        if control.op == "shard":
+            session.ever_subscribed = True  # a conduit's shard is in use even while the conduit has no subscriptions
+        elif sub is None:
+            return
+        elif control.op == "add":
             await self._add(session, sub)
         elif control.op in ("remove", "revoke"):
             listener = session.listeners.get(sub.id)
@@ -312,15 +325,9 @@ class EventSubHub:
 
     def _notify(self, event: Event) -> None:
         for listener in list(self._by_channel.get(event.channel, ())):
-            session = listener.session
-            if session.catching_up is not None:
-                session.catching_up.append(event)
+            if listener.held is not None:
+                listener.held.append(event)
             else:
-                self._notify_listener(listener, event)
-
-    def _notify_session(self, session: Session, event: Event) -> None:
-        for listener in session.listeners.values():
-            if listener.sub.channel == event.channel:
                 self._notify_listener(listener, event)
 
     def _notify_listener(self, listener: Listener, event: Event) -> None:

@@ -49,7 +49,10 @@ def public_app(forward: Forward, eventsub: Callable[[web.Request], Awaitable[web
         async def handler(request: web.Request) -> web.Response:
             path = prefix + request.match_info.get("tail", "")
             headers = {name: request.headers[name] for name in REQUEST_HEADERS if name in request.headers}
-            body = await request.read() if request.can_read_body else b""
+            try:
+                body = await request.read() if request.can_read_body else b""
+            except web.HTTPRequestEntityTooLarge:
+                return json_error(413, f"The request body is larger than {MAX_BODY} bytes")
             try:
                 status, answer_headers, answer = await forward(request.method, path, request.query_string, headers,
                                                                body)

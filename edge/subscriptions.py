@@ -12,6 +12,7 @@ them, so every channel goes on from exactly where it stopped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
 from typing import Protocol
 
@@ -124,10 +125,10 @@ class ExchangeLink:
     async def _run(self) -> None:
         await self._sync()
         while True:
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), HEARTBEAT_INTERVAL)
-            except TimeoutError:
-                pass
+            # Not wait_for: on Python 3.11 it can swallow a cancel that comes as the event is set.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HEARTBEAT_INTERVAL):
+                    await self._wakeup.wait()
             self._wakeup.clear()
             try:
                 if self._ops:

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import sys
 import time
 import uuid
@@ -128,6 +129,22 @@ async def fanout_one(system: System, subscribers: int, messages: int, fleet_proc
         await fleet.stop()
 
 
+def baseline_factory(args: argparse.Namespace, **options: Any) -> Callable[[], System] | None:
+    """chatd from another checkout (`--baseline-code`), to compare versions in one run."""
+    if not args.baseline_code:
+        return None
+    code = Path(args.baseline_code).resolve()
+    return lambda: ChatdSystem(code=code, name="baseline", **options)
+
+
+def median_by(results: list[dict[str, Any]], key: str, value: str) -> dict[Any, dict[str, float]]:
+    """{key value: {system: median of `value` over its rounds}}."""
+    grouped: dict[Any, dict[str, list[float]]] = {}
+    for result in results:
+        grouped.setdefault(result[key], {}).setdefault(result["system"], []).append(result[value])
+    return {k: {system: statistics.median(values) for system, values in by.items()} for k, by in grouped.items()}
+
+
 async def scenario_fanout(args: argparse.Namespace) -> dict[str, Any]:
     results = []
     factories: dict[str, Callable[[], System]] = {
@@ -135,22 +152,26 @@ async def scenario_fanout(args: argparse.Namespace) -> dict[str, Any]:
         "ngircd": NgircdSystem,
         "raw": RawSystem,
     }
-    for name in args.systems:
-        system = factories[name]()
-        await system.start()
-        try:
-            for subscribers in args.subscribers:
-                result = await fanout_one(system, subscribers, args.messages, args.fleet_processes)
-                results.append(result)
-                print_progress(result)
-        finally:
-            await system.stop()
+    names = list(args.systems)
+    if baseline := baseline_factory(args, edges=1, shards=1):
+        factories["baseline"] = baseline
+        names.append("baseline")
+    for _ in range(args.rounds):  # rounds alternate the systems: drift on the machine hits each alike
+        for name in names:
+            system = factories[name]()
+            await system.start()
+            try:
+                for subscribers in args.subscribers:
+                    result = await fanout_one(system, subscribers, args.messages, args.fleet_processes)
+                    results.append(result)
+                    print_progress(result)
+            finally:
+                await system.stop()
     ratios = []
-    for subscribers in args.subscribers:
-        by_system = {r["system"]: r["deliveries_per_s"] for r in results if r["subscribers"] == subscribers}
+    for subscribers, by_system in median_by(results, "subscribers", "deliveries_per_s").items():
         row: dict[str, Any] = {"subscribers": subscribers}
-        for other in ("ngircd", "raw"):
-            if "chatd" in by_system and other in by_system and by_system[other]:
+        for other in ("ngircd", "raw", "baseline"):
+            if "chatd" in by_system and by_system.get(other):
                 row[f"chatd/{other}"] = round(by_system["chatd"] / by_system[other], 3)
         ratios.append(row)
     return {"results": results, "ratios": ratios}
@@ -224,9 +245,28 @@ async def commandstats(address: str) -> Counter[str]:
 
 
 async def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
+    versions: list[tuple[str, Path | None]] = [("chatd", None)]
+    if args.baseline_code:
+        versions.append(("baseline", Path(args.baseline_code).resolve()))
+    results = []
+    for _ in range(args.rounds):  # rounds alternate the versions: drift on the machine hits each alike
+        for name, code in versions:
+            results.append(await ingest_one(args, name, code))
+    ratios = []
+    if args.baseline_code:
+        row: dict[str, Any] = {"hot_share": args.hot_share}
+        for value in ("accepted_per_s", "clue_cpu_us_per_accepted", "cluster_cpu_us_per_accepted"):
+            by_version = median_by(results, "hot_share", value)[args.hot_share]
+            row[f"{value}, chatd/baseline"] = round(by_version["chatd"] / by_version["baseline"], 3)
+        ratios.append(row)
+    return {"results": results, "ratios": ratios}
+
+
+async def ingest_one(args: argparse.Namespace, name: str, code: Path | None) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     transport, counter = await loop.create_datagram_endpoint(StatsdCounter, local_addr=("127.0.0.1", 0))
-    system = ChatdSystem(edges=1, shards=3, env={"STATSD_PORT": str(transport.get_extra_info("sockname")[1])})
+    system = ChatdSystem(edges=1, shards=3, env={"STATSD_PORT": str(transport.get_extra_info("sockname")[1])},
+                         code=code, name=name)
     await system.start()
     try:
         cluster = system.cluster
@@ -236,6 +276,7 @@ async def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
                  for i in range(args.users)]
         cold = [f"#cold{i}" for i in range(20)]
         before = {a: await commandstats(a) for a in cluster.redis_addresses}
+        cpu_before = steady.cpu_by_kind(system)
         accepted = sent = 0
         counter.samples.clear()
         deadline = loop.time() + args.duration
@@ -260,6 +301,7 @@ async def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
         async with aiohttp.ClientSession() as session:
             await asyncio.gather(*(driver(session, w) for w in range(args.concurrency)))
         elapsed = loop.time() - started
+        cpu = {kind: used - cpu_before.get(kind, 0.0) for kind, used in steady.cpu_by_kind(system).items()}
         # Clue's counters reach statsd once a second: wait for this run's to arrive.
         deadline = loop.time() + 5
         while counter.samples["chatd.clue.messages.accepted"] < accepted and loop.time() < deadline:
@@ -272,10 +314,14 @@ async def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
         round_trips = sum(n for name, n in counter.samples.items()
                           if name.startswith("chatd.clue.redis.") and name.endswith(".check"))
         result = {
-            "system": "chatd",
+            "system": name,
             "sent": sent,
             "accepted": accepted,
             "accepted_per_s": round(accepted / elapsed),
+            # What a message costs the clue process (and the whole cluster): steadier than throughput
+            # on a small shared machine, where the driver competes for the same cores.
+            "clue_cpu_us_per_accepted": round(cpu.get("clue", 0.0) / max(accepted, 1) * 1e6, 2),
+            "cluster_cpu_us_per_accepted": round(sum(cpu.values()) / max(accepted, 1) * 1e6, 2),
             "redis_scripts_per_accepted": round(scripts / max(accepted, 1), 3),
             # Every command a shard ran, those inside the check script included.
             "redis_commands_per_accepted": round(total_commands / max(accepted, 1), 3),
@@ -286,7 +332,7 @@ async def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
             "concurrency": args.concurrency,
         }
         print_progress(result)
-        return {"results": [result]}
+        return result
     finally:
         transport.close()
         await system.stop()
@@ -474,6 +520,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     memory.add_argument("--transports", nargs="+", default=["tcp", "ws"], choices=["tcp", "ws"])
     keepalive = parser.add_argument_group("keepalive")
     keepalive.add_argument("--requests", type=int, default=5000)
+    versions = parser.add_argument_group("versions (fanout, ingest, steady)")
+    versions.add_argument("--baseline-code", help="also run chatd from this checkout (another version)")
+    versions.add_argument("--baseline-name", help="how to name that version in the results")
+    versions.add_argument("--rounds", type=int, default=1, help="fanout, ingest: run every system this many times, "
+                                                                "alternating; ratios compare medians")
     steady.add_arguments(parser)
     return parser
 

@@ -161,6 +161,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     steady = parser.add_argument_group("steady")
     steady.add_argument("--steady-systems", nargs="+", default=["chatd", "ngircd", "raw"],
                         choices=["chatd", "ngircd", "raw"])
-    steady.add_argument("--baseline-code", help="also run chatd from this checkout (another version)")
-    steady.add_argument("--baseline-name", help="how to name that version in the results")
     steady.add_argument("--edges", type=int, default=1)

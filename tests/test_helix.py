@@ -51,8 +51,9 @@ class Api:
     def __init__(self, http: aiohttp.ClientSession, base: str, client_id: str) -> None:
         self.http, self.base, self.client_id = http, base, client_id
 
-    async def call(self, method: str, path: str, token: str | None = None, **kwargs) -> tuple[int, dict, dict]:
-        headers = {"Client-Id": self.client_id}
+    async def call(self, method: str, path: str, token: str | None = None, headers: dict | None = None,
+                   **kwargs) -> tuple[int, dict, dict]:
+        headers = {"Client-Id": self.client_id} | (headers or {})
         if token:
             headers["Authorization"] = f"Bearer {token}"
         async with self.http.request(method, self.base + path, headers=headers, **kwargs) as response:
@@ -222,3 +223,116 @@ async def test_bad_helix_requests_get_twitchs_error_bodies(world):
     status, body, _ = await api.call("GET", "/helix/users", "not-a-token")
     assert status == 401 and body == {"error": "Unauthorized", "status": 401, "message": "Invalid OAuth token"}
 
+    owner_id = (await cluster.client("badroom", channels=("#badroom",))).received("GLOBALUSERSTATE")[0].tags["user-id"]
+    mod = (await user_token(api, secret, owner_id, "moderator:manage:chat_settings"))["access_token"]
+    settings = f"/helix/chat/settings?broadcaster_id={owner_id}&moderator_id={owner_id}"
+    for wrong in ({"slow_mode_wait_time": "soon"}, {"slow_mode": 1}, {"follower_mode_duration": -5}, [1, 2]):
+        status, body, _ = await api.call("PATCH", settings, mod, json=wrong)
+        assert status == 400 and body["error"] == "Bad Request" and body["message"], (wrong, body)
+    status, body, _ = await api.call("PATCH", settings, mod, json={"slow_mode": True, "slow_mode_wait_time": 30,
+                                                                   "no_such_field": 1})
+    assert status == 200 and body["data"][0]["slow_mode_wait_time"] == 30  # unknown fields are ignored, as on Twitch
+    status, body, _ = await api.call("GET", "/helix/chat/settings?broadcaster_id=987654321", writer)
+    assert status == 400 and "987654321" in body["message"]
+    status, body, _ = await api.call("GET", "/helix/users?id=987654321", writer)
+    assert status == 200 and body == {"data": []}
+    status, body, _ = await api.call("POST", "/helix/chat/messages", writer, data=b"{" + b" " * (2 << 20) + b"}",
+                                     headers={"Content-Type": "application/json"})
+    assert status == 413 and body["status"] == 413
+    # None of it harmed anyone: the channel still chats.
+    status, sent, _ = await api.call("POST", "/helix/chat/messages", writer, json={
+        "broadcaster_id": owner_id, "sender_id": viewer_id, "message": "still fine"})
+    assert status == 200 and sent["data"][0]["is_sent"], sent
+
+
+async def test_eventsub_clients_that_misbehave_are_closed_with_twitchs_codes_and_harm_no_one(world):
+    cluster, api, secret = world
+    owner = await cluster.client("closeroom", edge=1, channels=("#closeroom",))
+    room_id = owner.received("ROOMSTATE")[0].tags["room-id"]
+    reader_id = (await cluster.client("closereader")).received("GLOBALUSERSTATE")[0].tags["user-id"]
+    token = (await user_token(api, secret, reader_id, "user:read:chat"))["access_token"]
+    ws_url = api.base.replace("http", "ws") + "/ws"
+
+    async def subscribe(session_id: str, broadcaster_id: str = room_id) -> tuple[int, dict]:
+        status, body, _ = await api.call("POST", "/eventsub/subscriptions", token, json={
+            "type": "channel.chat.message", "version": "1",
+            "condition": {"broadcaster_user_id": broadcaster_id, "user_id": reader_id},
+            "transport": {"method": "websocket", "session_id": session_id}})
+        return status, body
+
+    async def welcomed(ws) -> str:
+        return json.loads((await ws.receive(timeout=10)).data)["payload"]["session"]["id"]
+
+    async def closed_with(ws) -> int:
+        while True:
+            message = await ws.receive(timeout=20)
+            if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                return ws.close_code
+
+    async with api.http.ws_connect(ws_url) as good, api.http.ws_connect(ws_url) as talker, \
+            api.http.ws_connect(ws_url) as idle:
+        good_id = await welcomed(good)
+        assert (await subscribe(good_id))[0] == 202
+        await welcomed(idle)  # never subscribes: 4003 after 10 s
+        talker_id = await welcomed(talker)
+        assert (await subscribe(talker_id))[0] == 202
+        await talker.send_str('{"hello": "twitch"}')  # clients may send nothing but pongs
+        assert await closed_with(talker) == 4001
+        deadline = asyncio.get_running_loop().time() + 10
+        while (answer := await subscribe(talker_id))[0] == 202:  # the session goes with its connection …
+            assert asyncio.get_running_loop().time() < deadline, "the closed session still takes subscriptions"
+            await asyncio.sleep(0.05)
+        assert answer[0] == 400 and "session" in answer[1]["message"]  # … at once or a moment later
+        async with api.http.ws_connect(ws_url + "?reconnect=forged.token") as forged:
+            assert await closed_with(forged) == 4007
+        async with api.http.get(api.base + "/ws?keepalive_timeout_seconds=5") as response:
+            assert response.status == 400
+        # One session holds at most 300 subscriptions; chatd counts them like Twitch (429 on the 301st).
+        await owner.send("PRIVMSG #closeroom :while they misbehave")
+        notification = await next_notification(good)
+        assert notification["payload"]["event"]["message"]["text"] == "while they misbehave"
+        assert await closed_with(idle) == 4003
+        await owner.send("PRIVMSG #closeroom :after")
+        assert (await next_notification(good))["payload"]["event"]["message"]["text"] == "after"
+
+
+
+async def test_chat_said_right_after_the_subscriptions_202_reaches_eventsub(world):
+    # The edge holding the session hears the channel only once the subscription reaches it: what was
+    # said in between is caught up, never missed. The broadcaster keeps talking while the bot
+    # subscribes; everything said after the 202 must arrive, in order. Fresh channels each round.
+    cluster, api, secret = world
+    bot_irc = await cluster.client("racebot", edge=1)
+    bot_id = bot_irc.received("GLOBALUSERSTATE")[0].tags["user-id"]
+    token = (await user_token(api, secret, bot_id, "user:read:chat"))["access_token"]
+    for n in range(4):
+        broadcaster = await cluster.client(f"raceroom{n}", edge=1, channels=(f"#raceroom{n}",))
+        room_id = broadcaster.received("ROOMSTATE")[0].tags["room-id"]
+        said, talking_for_a_while = 0, asyncio.Event()
+
+        async def talk() -> None:
+            nonlocal said
+            for i in range(40):
+                await broadcaster.send(f"PRIVMSG #raceroom{n} :m{i}")
+                said = i + 1
+                if said == 8:
+                    talking_for_a_while.set()
+                await asyncio.sleep(0.004)
+
+        async with api.http.ws_connect(api.base.replace("http", "ws") + "/ws") as ws:  # edge 0
+            session_id = json.loads((await ws.receive(timeout=10)).data)["payload"]["session"]["id"]
+            talking = asyncio.create_task(talk())
+            await asyncio.wait_for(talking_for_a_while.wait(), 10)
+            status, created, _ = await api.call("POST", "/eventsub/subscriptions", token, json={
+                "type": "channel.chat.message", "version": "1",
+                "condition": {"broadcaster_user_id": room_id, "user_id": bot_id},
+                "transport": {"method": "websocket", "session_id": session_id}})
+            after_202 = said
+            assert status == 202, created
+            await talking
+            heard: list[str] = []
+            while "m39" not in heard:
+                heard.append((await next_notification(ws))["payload"]["event"]["message"]["text"])
+            expected = [f"m{i}" for i in range(after_202, 40)]
+            assert heard[-len(expected):] == expected and len(heard) == len(set(heard)), (after_202, heard)
+        await broadcaster.close()

@@ -289,3 +289,20 @@ async def test_joins_and_logins_are_limited_to_20_per_10s_per_user(cluster):
         failures += "Login authentication failed" in line
         await client.close()
     assert failures == 1
+
+
+async def test_strict_mode_answers_irc_slash_commands_as_twitch_does_since_2023(tmp_path):
+    # TWITCH_STRICT=on: moderation lives in Helix only; IRC chat commands are unrecognized, /me still acts.
+    async with running_cluster(tmp_path, edges=1, env={"TWITCH_STRICT": "on"}) as strict:
+        owner = await strict.client("strictroom", channels=("#strictroom",))
+        troll = await strict.client("stricttroll", channels=("#strictroom",))
+        for command in ("/timeout stricttroll 10", "/ban stricttroll", "/slow 30", "/mod stricttroll"):
+            await owner.send(f"PRIVMSG #strictroom :{command}")
+            refused = await notice(owner, "#strictroom")
+            assert refused.tags["msg-id"] == "unrecognized_cmd"
+            assert refused.params[-1] == f"Unrecognized command: {command.split()[0]}"
+        await troll.send("PRIVMSG #strictroom :still here")  # nothing above took effect …
+        await owner.expect_message("PRIVMSG", "still here")
+        await owner.send("PRIVMSG #strictroom :/me waves")  # … and /me is chat, not a command
+        assert (await troll.expect_message("PRIVMSG", "\x01ACTION waves\x01")).params[0] == "#strictroom"
+        assert not troll.received("CLEARCHAT") and not troll.received("ROOMSTATE")[1:]

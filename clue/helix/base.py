@@ -16,7 +16,7 @@ from clue.accounts import Accounts
 from clue.channels import ChannelCache, ChannelState
 from clue.oauth import OAuth, OAuthError
 from common.shards import ShardSet, ShardUnavailable, pipeline_call
-from common import twitch
+from common import scopes, twitch
 from common.twitch import rfc3339_seconds as rfc3339
 from common.tokens import APP, USER, Grant
 
@@ -124,12 +124,31 @@ class HelixBase:
         client_id = request.headers.get("Client-Id")
         if client_id is not None and client_id != grant.client_id:
             raise HelixError(401, "Client ID and OAuth token do not match")
-        if scopes_all and not grant.has(*scopes_all):
+        # An app token holds no user's scopes: what it may do for a user is what
+        # that user granted its client (app_acts_for, in the endpoints that allow it).
+        if grant.kind == USER and scopes_all and not grant.has(*scopes_all):
             raise HelixError(401, f"Missing scope: {' '.join(scopes_all)}")
-        if scopes_any and not any(grant.has(scope) for scope in scopes_any):
+        if grant.kind == USER and scopes_any and not any(grant.has(scope) for scope in scopes_any):
             raise HelixError(401, f"Missing scope: one of {' '.join(scopes_any)}")
         headers = await self._rate(grant)
         return Call(request, grant, headers)
+
+    async def app_acts_for(self, call: Call, user_id: str, user_scopes: tuple[str, ...], broadcaster_id: str,
+                           moderator: bool) -> None:
+        """An app token acts for a user only as far as the user authorized its
+        client: the user's scopes and, in someone else's channel, `user:bot` from
+        the user and `channel:bot` from the broadcaster (or the user moderates
+        there), as on Twitch."""
+        client_id = call.grant.client_id
+        granted = await self.accounts.granted(user_id, client_id)
+        needed = user_scopes + (("user:bot",) if user_id != broadcaster_id else ())
+        missing = [name for name in needed if not granted & scopes.to_bits([name])]
+        if missing:
+            raise HelixError(403, f"The user {user_id} has not authorized this client for {' '.join(missing)}")
+        if user_id != broadcaster_id and not moderator and \
+                not await self.accounts.granted(broadcaster_id, client_id) & scopes.to_bits(["channel:bot"]):
+            raise HelixError(403, "The broadcaster has not authorized this client for channel:bot, "
+                                  "and the user is not one of its moderators")
 
     async def _rate(self, grant: Grant) -> dict[str, str]:
         """Count one point in the caller's bucket; Twitch's headers; 429 when it is empty."""

@@ -38,7 +38,7 @@ class ChatEndpoints:
         e = self.base.endpoint
         return [
             web.get("/helix/users", e(self.users)),
-            web.post("/helix/chat/messages", e(self.send_message, scopes_any=("user:write:chat", "user:bot"))),
+            web.post("/helix/chat/messages", e(self.send_message, scopes_all=("user:write:chat",))),
             web.get("/helix/chat/settings", e(self.get_settings)),
             web.patch("/helix/chat/settings",
                       e(self.patch_settings, scopes_all=("moderator:manage:chat_settings",), tokens=(USER,))),
@@ -90,6 +90,9 @@ class ChatEndpoints:
                 raise HelixError(400, f"Missing required parameter \"{name}\"")
         identity = await self._sender(call, sender_id)
         state = await self.base.channel(broadcaster_id)
+        if call.grant.identity is None:
+            await self.base.app_acts_for(call, sender_id, ("user:write:chat",), broadcaster_id,
+                                         role_of(identity.login, state) >= Role.MODERATOR)
         if twitch.is_command(text) and not twitch.is_action(text):
             return call.json({"data": [{"message_id": "", "is_sent": False, "drop_reason": {
                 "code": "msg_rejected", "message": "Chat commands are not sent as messages; use their Helix endpoints."
@@ -254,17 +257,22 @@ def settings_changes(body: dict, current: dict[str, int]) -> dict[str, int]:
         value = flag(field)
         if value is not None:
             changes[setting] = int(value)
+    def number(name: str, low: int, high: int, default: int) -> int:
+        value = body.get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise HelixError(400, f"\"{name}\" must be a whole number from {low} through {high}")
+        return value
+
+    # The durations are checked even when their mode is not being switched: a wrong type is a 400.
+    wait = number("slow_mode_wait_time", 3, 120, 30)
+    minutes = number("follower_mode_duration", 0, 129600, 0)
     slow = flag("slow_mode")
     if slow is not None:
-        wait = body.get("slow_mode_wait_time") or 30
-        if not isinstance(wait, int) or not 3 <= wait <= 120:
-            raise HelixError(400, "\"slow_mode_wait_time\" must be from 3 through 120")
         changes["slow"] = wait if slow else 0
     follower = flag("follower_mode")
     if follower is not None:
-        minutes = body.get("follower_mode_duration") or 0
-        if not isinstance(minutes, int) or not 0 <= minutes <= 129600:
-            raise HelixError(400, "\"follower_mode_duration\" must be from 0 through 129600")
         changes["followers_only"] = minutes if follower else -1
     if flag("non_moderator_chat_delay"):
         raise HelixError(400, "chatd has no non-moderator chat delay")

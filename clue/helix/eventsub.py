@@ -82,7 +82,8 @@ class EventSubEndpoints:
             web.patch("/helix/eventsub/conduits/shards", e(self.update_shards, tokens=(APP,))),
         ]
 
-    async def _control(self, session_id: str, op: str, subscription: Subscription, status: str = "") -> None:
+    async def _control(self, session_id: str, op: str, subscription: Subscription | None = None,
+                       status: str = "") -> None:
         channel = session_channel(session_id)
         await self.exchanges.publish(Event(channel=channel, command="", line="",
                                            control=Control(op, subscription, status)))
@@ -134,7 +135,8 @@ class EventSubEndpoints:
         if any(d.subscription.type == kind_name and d.subscription.condition == condition for d in duplicates):
             raise HelixError(409, "subscription already exists")
         subscription = Subscription(id=str(uuid.uuid4()), type=kind_name, version=version, condition=condition,
-                                    transport=shown, created_at=created, channel=channel)
+                                    transport=shown, created_at=created, channel=channel,
+                                    created_ms=int(time.time() * 1000))
         stored = Stored(subscription, client_id=call.grant.client_id, user_id=call.user_id or "")
         await self.store.add(stored)
         await self._deliver_to(stored)
@@ -157,6 +159,10 @@ class EventSubEndpoints:
         broadcaster_id = condition.get("broadcaster_user_id") or condition.get("to_broadcaster_user_id") \
             or condition["from_broadcaster_user_id"]
         state = await self.base.channel(broadcaster_id)
+        if kind.reader_is_user and grant.kind == APP:
+            reader = await self.base.user(condition["user_id"])
+            await self.base.app_acts_for(call, condition["user_id"], ("user:read:chat",), broadcaster_id,
+                                         role_of(reader["login"], state) >= Role.MODERATOR)
         if kind.moderator and grant.identity is not None and role_of(grant.identity.login, state) < Role.MODERATOR:
             raise HelixError(403, f"subscription missing proper authorization: {name} needs the broadcaster "
                                   "or one of its moderators")
@@ -318,6 +324,7 @@ class EventSubEndpoints:
             shard = int(shard_id)
             previous = current.get(shard)
             await self.store.set_shard(conduit["id"], shard, session_id)
+            await self._control(session_id, "shard")
             for stored in subscriptions:
                 if previous and previous != session_id:
                     await self._control(previous, "remove", shard_copy(stored.subscription, shard, 1))
@@ -333,7 +340,7 @@ def shard_copy(sub: Subscription, shard: int, shards: int) -> Subscription:
     """The subscription as one shard's session serves it."""
     return Subscription(id=sub.id, type=sub.type, version=sub.version, condition=sub.condition,
                         transport=sub.transport, created_at=sub.created_at, channel=sub.channel, shard=shard,
-                        shards=shards)
+                        shards=shards, created_ms=sub.created_ms)
 
 
 def view(stored: Stored) -> dict:
