@@ -68,7 +68,7 @@ class ClueSettings:
             # Twitch since February 2023: slash commands over IRC are gone (Helix does moderation).
             strict=env.choice("TWITCH_STRICT", ("on", "off"), "off") == "on",
             # Channel history as its exchanges keep it (exchange: the same settings).
-            history_limit=env.int("HISTORY_LIMIT", 800, minimum=1),
+            history_limit=env.int("HISTORY_LIMIT", 800, minimum=0),
             history_age=env.duration("HISTORY_AGE", "24h"),
             # Others' JOIN and PART lines, and NAMES, only while a channel has at most this many
             # logged-in members (Twitch: 1,000).

@@ -32,7 +32,7 @@ from common.wire import Event, PresenceBatch, PresenceChange
 
 log = structlog.get_logger()
 
-BUCKETS = 16
+BUCKETS = 64
 SIZE_CACHE_SECONDS = 2.0  # how stale a channel's member count may be when deciding on JOIN lines
 
 

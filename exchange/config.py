@@ -38,7 +38,8 @@ class ExchangeSettings:
             cache_servers=env.addresses("CACHE_SERVERS") if env.str("CACHE_SERVERS", "") else [],
             cache_max_conns=env.int("CACHE_MAX_CONNS", 10, minimum=1),
             cache_timeout=env.duration("CACHE_TIMEOUT", "100ms"),
-            # Channel history (recent-messages, CHATHISTORY): the last HISTORY_LIMIT lines of HISTORY_AGE.
-            history_limit=env.int("HISTORY_LIMIT", 800, minimum=1),
+            # Channel history (recent-messages, CHATHISTORY): the last HISTORY_LIMIT lines of HISTORY_AGE
+            # (0: keep none).
+            history_limit=env.int("HISTORY_LIMIT", 800, minimum=0),
             history_age=env.duration("HISTORY_AGE", "24h"),
         )

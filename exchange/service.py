@@ -66,7 +66,7 @@ class ExchangeService:
         self.shards = (ShardSet(settings.cache_servers, settings.cache_max_conns, settings.cache_timeout, metrics)
                        if settings.cache_servers else None)
         self.history = (HistoryWriter(self.shards, settings.history_limit, settings.history_age, metrics)
-                        if self.shards else None)
+                        if self.shards and settings.history_limit else None)
         self.peers: dict[str, tuple[Batcher[Event, int], InternalClient]] = {}  # forwarding, per new owner
         self._sweeper: asyncio.Task[None] | None = None
         self.server = InternalServer(

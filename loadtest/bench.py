@@ -25,7 +25,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from common import wire
-from loadtest import steady
+from loadtest import presence, steady
 from loadtest.fleet import FleetConfig, FleetGroup
 from loadtest.systems import ChatdSystem, NgircdSystem, RawSystem, Sender, System
 from loadtest.traffic import drive, zipf_sizes
@@ -245,13 +245,17 @@ async def commandstats(address: str) -> Counter[str]:
 
 
 async def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
-    versions: list[tuple[str, Path | None]] = [("chatd", None)]
+    versions: list[tuple[str, Path | None, dict[str, str]]] = [("chatd", None, {})]
+    if "off" in args.history:  # the same without channel history, to see what keeping it costs
+        versions.append(("chatd, no history", None, {"HISTORY_LIMIT": "0"}))
+    if "on" not in args.history:
+        versions.pop(0)
     if args.baseline_code:
-        versions.append(("baseline", Path(args.baseline_code).resolve()))
+        versions.append(("baseline", Path(args.baseline_code).resolve(), {}))
     results = []
     for _ in range(args.rounds):  # rounds alternate the versions: drift on the machine hits each alike
-        for name, code in versions:
-            results.append(await ingest_one(args, name, code))
+        for name, code, env in versions:
+            results.append(await ingest_one(args, name, code, env))
     ratios = []
     if args.baseline_code:
         row: dict[str, Any] = {"hot_share": args.hot_share}
@@ -262,10 +266,11 @@ async def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
     return {"results": results, "ratios": ratios}
 
 
-async def ingest_one(args: argparse.Namespace, name: str, code: Path | None) -> dict[str, Any]:
+async def ingest_one(args: argparse.Namespace, name: str, code: Path | None, env: dict[str, str]
+                     ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     transport, counter = await loop.create_datagram_endpoint(StatsdCounter, local_addr=("127.0.0.1", 0))
-    system = ChatdSystem(edges=1, shards=3, env={"STATSD_PORT": str(transport.get_extra_info("sockname")[1])},
+    system = ChatdSystem(edges=1, shards=3, env={"STATSD_PORT": str(transport.get_extra_info("sockname")[1]), **env},
                          code=code, name=name)
     await system.start()
     try:
@@ -327,6 +332,7 @@ async def ingest_one(args: argparse.Namespace, name: str, code: Path | None) -> 
             "redis_commands_per_accepted": round(total_commands / max(accepted, 1), 3),
             "redis_round_trips_per_accepted": round(round_trips / max(accepted, 1), 3),
             "shard_share": {a: round(n / max(total_commands, 1), 3) for a, n in commands.items()},
+            "hottest_shard_share": round(max(commands.values(), default=0) / max(total_commands, 1), 3),
             "hot_share": args.hot_share,
             "batch": args.batch,
             "concurrency": args.concurrency,
@@ -491,6 +497,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] 
     "memory": scenario_memory,
     "keepalive": scenario_keepalive,
     "steady": steady.scenario_steady,
+    "presence": presence.scenario_presence,
 }
 
 
@@ -515,6 +522,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     ingest.add_argument("--hot-share", type=float, default=0.9)
     ingest.add_argument("--batch", type=int, default=100)
     ingest.add_argument("--concurrency", type=int, default=4)
+    ingest.add_argument("--history", nargs="+", choices=["on", "off"], default=["on"],
+                        help="run with channel history kept (on), without (off), or both")
     memory = parser.add_argument_group("memory")
     memory.add_argument("--connections", type=int, default=10000)
     memory.add_argument("--transports", nargs="+", default=["tcp", "ws"], choices=["tcp", "ws"])
@@ -526,6 +535,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     versions.add_argument("--rounds", type=int, default=1, help="fanout, ingest: run every system this many times, "
                                                                 "alternating; ratios compare medians")
     steady.add_arguments(parser)
+    presence.add_arguments(parser)
     return parser
 
 
