@@ -30,6 +30,7 @@ IRC_SUBPROTOCOL = Subprotocol("irc")
 # Large enough for one maximal IRC line per frame plus slack for several lines.
 MAX_WS_MESSAGE = 64 * 1024
 # The first request's head on the WebSocket port, read before deciding who serves it.
+MAX_HEADER_LINE = 8190  # aiohttp's limit on one request or header line
 MAX_REQUEST_HEAD = 16 * 1024
 
 
@@ -202,8 +203,12 @@ class WebSocketConnection(ClientConnection):
                 return
             data, self._head = bytes(self._head), None
             if self._refusal is None and not is_irc_upgrade(data[:end]):
-                # Not IRC over WebSocket: the edge's HTTP surface (API, EventSub, the page) serves it.
-                self.host.hand_off(self, data)
+                # Not IRC over WebSocket: the edge's HTTP surface (API, EventSub, the page) serves it,
+                # unless a header line is longer than its parser takes (it would log a traceback).
+                if max(len(line) for line in data[:end].split(b"\r\n")) > MAX_HEADER_LINE:
+                    self._answer_and_close(b"431 Request Header Fields Too Large")
+                else:
+                    self.host.hand_off(self, data)
                 return
         self.ws.receive_data(data)
         for event in self.ws.events_received():
@@ -223,6 +228,11 @@ class WebSocketConnection(ClientConnection):
                         reason=str(self.ws.parser_exc)[:200])
             self.open = False
         self._flush()
+
+    def _answer_and_close(self, status: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            self.transport.close()
 
     def _handshake(self, request: Request) -> None:
         if self._refusal is not None:

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
 
 from common import wire
 from loadtest import presence, steady
 from loadtest.fleet import FleetConfig, FleetGroup
+from loadtest.measure import commandstats, cpu_by_kind, print_progress
 from loadtest.systems import ChatdSystem, NgircdSystem, RawSystem, Sender, System
 from loadtest.traffic import drive, zipf_sizes
 
@@ -232,17 +232,6 @@ class StatsdCounter(asyncio.DatagramProtocol):
             self.samples[name] += 1 if kind.startswith("ms") else int(float(value or 0))
 
 
-async def commandstats(address: str) -> Counter[str]:
-    """Calls per command on one shard (commands a script runs count too)."""
-    host, port = address.split(":")
-    client = aioredis.Redis(host=host, port=int(port))
-    try:
-        info = await client.info("commandstats")
-    finally:
-        await client.aclose()
-    return Counter({name.removeprefix("cmdstat_"): int(stats["calls"])
-                    for name, stats in info.items() if name != "cmdstat_info"})
-
 
 async def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
     versions: list[tuple[str, Path | None, dict[str, str]]] = [("chatd", None, {})]
@@ -281,7 +270,7 @@ async def ingest_one(args: argparse.Namespace, name: str, code: Path | None, env
                  for i in range(args.users)]
         cold = [f"#cold{i}" for i in range(20)]
         before = {a: await commandstats(a) for a in cluster.redis_addresses}
-        cpu_before = steady.cpu_by_kind(system)
+        cpu_before = cpu_by_kind(system)
         accepted = sent = 0
         counter.samples.clear()
         deadline = loop.time() + args.duration
@@ -306,7 +295,7 @@ async def ingest_one(args: argparse.Namespace, name: str, code: Path | None, env
         async with aiohttp.ClientSession() as session:
             await asyncio.gather(*(driver(session, w) for w in range(args.concurrency)))
         elapsed = loop.time() - started
-        cpu = {kind: used - cpu_before.get(kind, 0.0) for kind, used in steady.cpu_by_kind(system).items()}
+        cpu = {kind: used - cpu_before.get(kind, 0.0) for kind, used in cpu_by_kind(system).items()}
         # Clue's counters reach statsd once a second: wait for this run's to arrive.
         deadline = loop.time() + 5
         while counter.samples["chatd.clue.messages.accepted"] < accepted and loop.time() < deadline:
@@ -422,9 +411,6 @@ async def scenario_keepalive(args: argparse.Namespace) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- output
 
-
-def print_progress(result: dict[str, Any]) -> None:
-    print("  " + "  ".join(f"{k}={v}" for k, v in result.items() if k != "latencies_ms"), file=sys.stderr, flush=True)
 
 
 def print_table(report: dict[str, Any]) -> None:

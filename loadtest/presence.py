@@ -19,7 +19,7 @@ import aiohttp
 
 from common import wire
 from common.tokens import issue_token
-from loadtest import steady
+from loadtest.measure import commandstats, cpu_by_kind, print_progress
 from loadtest.systems import ChatdSystem
 
 CHANNEL = "#presence"
@@ -59,8 +59,6 @@ class Watcher:
 
 
 async def scenario_presence(args: argparse.Namespace) -> dict[str, Any]:
-    from loadtest.bench import commandstats, print_progress
-
     system = ChatdSystem(edges=1, shards=3)
     await system.start()
     watcher = Watcher()
@@ -75,7 +73,7 @@ async def scenario_presence(args: argparse.Namespace) -> dict[str, Any]:
                 changes = [wire.PresenceChange(CHANNEL, f"viewer{i}", str(1_000_000 + i), present)
                            for i in range(args.viewers)]
                 before = {a: await commandstats(a) for a in cluster.redis_addresses}
-                cpu_before = steady.cpu_by_kind(system)
+                cpu_before = cpu_by_kind(system)
                 lines = 0
                 started = time.perf_counter()
                 for start in range(0, len(changes), args.chunk):
@@ -84,7 +82,7 @@ async def scenario_presence(args: argparse.Namespace) -> dict[str, Any]:
                         response.raise_for_status()
                         lines += (await response.json())["lines"]
                 elapsed = time.perf_counter() - started
-                cpu = {kind: used - cpu_before.get(kind, 0.0) for kind, used in steady.cpu_by_kind(system).items()}
+                cpu = {kind: used - cpu_before.get(kind, 0.0) for kind, used in cpu_by_kind(system).items()}
                 after = {a: await commandstats(a) for a in cluster.redis_addresses}
                 commands = {a: sum((after[a] - before[a]).values()) for a in before}
                 total = sum(commands.values())

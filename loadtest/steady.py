@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import sys
 from collections.abc import Callable
@@ -20,23 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.fleet import FleetConfig, FleetGroup
+from loadtest.measure import cpu_by_kind
 from loadtest.systems import ChatdSystem, NgircdSystem, RawSystem, Sender, System
 from loadtest.traffic import drive, zipf_sizes
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
-
-
-def cpu_by_kind(system: System) -> dict[str, float]:
-    return {kind: sum(cpu_seconds(pid) for pid in pids) for kind, pids in system.processes().items()}
 
 
 def systems(args: argparse.Namespace) -> dict[str, Callable[[], System]]:

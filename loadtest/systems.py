@@ -58,10 +58,10 @@ class System(abc.ABC):
     dialect = "irc"
 
     # Nothing to start or stop for a system the harness does not run (ExternalChatd).
-    async def start(self) -> None:  # noqa: B027
+    async def start(self) -> None:
         return None
 
-    async def stop(self) -> None:  # noqa: B027
+    async def stop(self) -> None:
         return None
 
     @abc.abstractmethod

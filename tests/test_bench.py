@@ -52,7 +52,7 @@ def test_bench_scenario_runs_and_writes_json_and_plot(tmp_path, scenario):
         assert all(row["delivered"] == row["expected"] for row in report["results"])
         assert {"chatd/ngircd", "chatd/raw"} <= set(report["ratios"][0])
     if scenario in ("e2e", "steady"):
-        assert all(row["lost"] == 0 for row in report["results"])
+        assert all(row["lost"] == 0 for row in report["results"]), report["results"]
     if scenario == "steady":
         assert all(row["cpu_s_per_1000_deliveries_total"] >= 0 for row in report["results"])
         assert "chatd/ngircd cpu per delivery" in report["ratios"][0]

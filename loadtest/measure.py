@@ -1,0 +1,44 @@
+"""What the benchmarks measure on the processes and shards they start: CPU time,
+Redis commands per shard; and how they report progress."""
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from loadtest.systems import System
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def cpu_by_kind(system: System) -> dict[str, float]:
+    return {kind: sum(cpu_seconds(pid) for pid in pids) for kind, pids in system.processes().items()}
+
+
+async def commandstats(address: str) -> Counter[str]:
+    """Calls per command on one shard (commands a script runs count too)."""
+    host, port = address.split(":")
+    client = aioredis.Redis(host=host, port=int(port))
+    try:
+        info = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return Counter({name.removeprefix("cmdstat_"): int(stats["calls"])
+                    for name, stats in info.items() if name != "cmdstat_info"})
+
+
+def print_progress(result: dict[str, Any]) -> None:
+    print("  " + "  ".join(f"{k}={v}" for k, v in result.items() if k != "latencies_ms"), file=sys.stderr, flush=True)
