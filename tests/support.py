@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -244,3 +247,48 @@ async def running_cluster(tmp_path: Path, **options):
         yield cluster
     finally:
         await cluster.stop()
+
+
+JS_DIR = Path(__file__).parent / "js"
+
+
+class NodeClient:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.events: list[dict] = []
+
+    @classmethod
+    async def start(cls, script: str, *args: str, env: dict[str, str] | None = None) -> NodeClient:
+        node = shutil.which("node")
+        assert node, "node is required for the client tests (see .ci/run)"
+        process = await asyncio.create_subprocess_exec(
+            node, str(JS_DIR / script), *args, cwd=JS_DIR, env=os.environ | (env or {}),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        return cls(process)
+
+    async def expect(self, predicate, timeout: float = 15.0) -> dict:
+        for event in self.events:
+            if predicate(event):
+                return event
+
+        async def read() -> dict:
+            assert self.process.stdout is not None
+            while line := await self.process.stdout.readline():
+                event = json.loads(line)
+                self.events.append(event)
+                if predicate(event):
+                    return event
+            raise AssertionError(f"client exited; events: {self.events}")
+
+        return await asyncio.wait_for(read(), timeout)
+
+    async def command(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.process.wait()

@@ -15,9 +15,9 @@ import websockets
 from support import IrcClient, running_cluster
 
 from clue import limits
-from common.shards import ShardSet
 from common.irc import parse
 from common.metrics import Metrics
+from common.shards import ShardSet
 
 
 async def edge_health(cluster, edge: int = 0) -> dict:

@@ -5,9 +5,9 @@ import pytest
 from support import running_cluster
 
 from clue.channels import ChannelCache
-from common.shards import ShardSet
 from common.irc import parse
 from common.metrics import Metrics
+from common.shards import ShardSet
 
 
 @pytest.mark.asyncio

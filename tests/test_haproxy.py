@@ -321,7 +321,7 @@ def test_shipped_haproxy_config_sends_proxy_v2_to_edges_but_not_with_health_chec
 
 
 async def test_tmi_js_behind_haproxy_follows_reconnect_to_the_remaining_edge(tmp_path, reliability):
-    from test_clients import NodeClient
+    from support import NodeClient
 
     irc_port, ws_port, stats_port = free_port(), free_port(), free_port()
     config_path, log_path = tmp_path / "haproxy.cfg", tmp_path / "haproxy.log"

@@ -4,61 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import aiohttp
 import pytest
-from support import running_cluster
+from helix_support import Api, client_add, fixture, same_shape, user_token
+from support import IrcClient, running_cluster
 
 from common.irc import parse
-
-ROOT = Path(__file__).parent.parent
-FIXTURES = Path(__file__).parent / "fixtures" / "twitch"
-
-
-def fixture(name: str) -> dict:
-    return json.loads((FIXTURES / f"{name}.json").read_text())["example"]
-
-
-def same_shape(ours: object, theirs: object, where: str = "") -> None:
-    """Every field Twitch documents is there, with the same kind of value (null matches anything)."""
-    if isinstance(theirs, dict):
-        assert isinstance(ours, dict), where
-        missing = set(theirs) - set(ours)
-        assert not missing, f"{where}: missing {sorted(missing)}"
-        for key, value in theirs.items():
-            same_shape(ours[key], value, f"{where}.{key}")
-    elif isinstance(theirs, list) and theirs:
-        assert isinstance(ours, list), where
-        for item in ours:
-            same_shape(item, theirs[0], f"{where}[]")
-    elif theirs is not None and ours is not None:
-        assert type(ours) is type(theirs) or {type(ours), type(theirs)} <= {int, float}, (where, ours, theirs)
-
-
-def client_add(cluster, name: str) -> tuple[str, str]:
-    result = subprocess.run([sys.executable, "-m", "chatd.cli", "client", "add", name, "--data-dir",
-                             str(cluster.data_dir)], capture_output=True, text=True, timeout=30, check=True, cwd=ROOT)
-    client_id, secret = result.stdout.split()
-    return client_id, secret
-
-
-class Api:
-    """Helix and OAuth through an edge's WebSocket port, as a library calls them."""
-
-    def __init__(self, http: aiohttp.ClientSession, base: str, client_id: str) -> None:
-        self.http, self.base, self.client_id = http, base, client_id
-
-    async def call(self, method: str, path: str, token: str | None = None, headers: dict | None = None,
-                   **kwargs) -> tuple[int, dict, dict]:
-        headers = {"Client-Id": self.client_id} | (headers or {})
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        async with self.http.request(method, self.base + path, headers=headers, **kwargs) as response:
-            text = await response.text()
-            return response.status, (json.loads(text) if text else {}), dict(response.headers)
 
 
 @pytest.fixture
@@ -68,13 +20,6 @@ async def world(tmp_path):
         _, ws_port = cluster.edge_addresses(0)
         async with aiohttp.ClientSession() as http:
             yield cluster, Api(http, f"http://127.0.0.1:{ws_port}", client_id), secret
-
-
-async def user_token(api: Api, secret: str, user_id: str, scopes: str) -> dict:
-    status, body, _ = await api.call("POST", f"/auth/authorize?client_id={api.client_id}&client_secret={secret}"
-                                             f"&grant_type=user_token&user_id={user_id}&scope={scopes}")
-    assert status == 200, body
-    return body
 
 
 async def test_oauth_in_twitchs_and_the_twitch_clis_layouts(world):
@@ -310,18 +255,18 @@ async def test_chat_said_right_after_the_subscriptions_202_reaches_eventsub(worl
         room_id = broadcaster.received("ROOMSTATE")[0].tags["room-id"]
         said, talking_for_a_while = 0, asyncio.Event()
 
-        async def talk() -> None:
+        async def talk(speaker: IrcClient, channel: str, started: asyncio.Event) -> None:
             nonlocal said
             for i in range(40):
-                await broadcaster.send(f"PRIVMSG #raceroom{n} :m{i}")
+                await speaker.send(f"PRIVMSG {channel} :m{i}")
                 said = i + 1
                 if said == 8:
-                    talking_for_a_while.set()
+                    started.set()
                 await asyncio.sleep(0.004)
 
         async with api.http.ws_connect(api.base.replace("http", "ws") + "/ws") as ws:  # edge 0
             session_id = json.loads((await ws.receive(timeout=10)).data)["payload"]["session"]["id"]
-            talking = asyncio.create_task(talk())
+            talking = asyncio.create_task(talk(broadcaster, f"#raceroom{n}", talking_for_a_while))
             await asyncio.wait_for(talking_for_a_while.wait(), 10)
             status, created, _ = await api.call("POST", "/eventsub/subscriptions", token, json={
                 "type": "channel.chat.message", "version": "1",

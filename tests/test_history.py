@@ -6,8 +6,7 @@ import asyncio
 
 import aiohttp
 import pytest
-from support import running_cluster
-from test_clients import NodeClient
+from support import NodeClient, running_cluster
 
 from clue.history import Options, chathistory, deleted_ids, export, human_duration
 from common.irc import parse

@@ -5,7 +5,15 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.irc import MAX_MESSAGE_BYTES, MAX_TAGS_BYTES, IRCParseError, LineReader, LineTooLong, Message, parse
+from common.irc import (
+    MAX_MESSAGE_BYTES,
+    MAX_TAGS_BYTES,
+    IRCParseError,
+    LineReader,
+    LineTooLong,
+    Message,
+    parse,
+)
 
 FORBIDDEN = "\r\n\0"
 text = st.text(st.characters(blacklist_characters=FORBIDDEN, blacklist_categories=("Cs",)), max_size=40)

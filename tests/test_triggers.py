@@ -10,9 +10,16 @@ import time
 
 import aiohttp
 import pytest
-from support import running_cluster
-from test_clients import NodeClient
-from test_helix import FIXTURES, ROOT, Api, client_add, fixture, same_shape, user_token
+from helix_support import (
+    FIXTURES,
+    ROOT,
+    Api,
+    client_add,
+    fixture,
+    same_shape,
+    user_token,
+)
+from support import NodeClient, running_cluster
 
 from clue import usernotice as un
 from clue.channels import ChannelState

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
-from support import running_cluster
-from test_clients import NodeClient
-from test_helix import client_add
+from helix_support import client_add
+from support import NodeClient, running_cluster
 
 from common.irc import parse
 
