@@ -59,7 +59,7 @@ class HistoryWriter:
         await cancel_and_wait(self._task)
         await self.flush()
 
-    def record(self, event: Event) -> None:
+    def observe(self, event: Event) -> None:
         """Keep an ordered event for the next tick (chat channels, kept commands only)."""
         if event.command in KEPT and event.channel.startswith("#"):
             self._pending[event.channel].append(wire.encode(entry(event, int(time.time() * 1000))))

@@ -45,6 +45,7 @@ from common.wire import (
 from exchange.channels import ChannelLog, ChannelTable, MessageIds, Move
 from exchange.config import ExchangeSettings
 from exchange.history import HistoryWriter
+from exchange.observers import Observer
 from exchange.links import EdgeLink
 
 log = structlog.get_logger()
@@ -65,8 +66,10 @@ class ExchangeService:
         self.ids = MessageIds()
         self.shards = (ShardSet(settings.cache_servers, settings.cache_max_conns, settings.cache_timeout, metrics)
                        if settings.cache_servers else None)
-        self.history = (HistoryWriter(self.shards, settings.history_limit, settings.history_age, metrics)
-                        if self.shards and settings.history_limit else None)
+        # Each sees every event once, in its channel's order (exchange.observers).
+        self.observers: list[Observer] = []
+        if self.shards and settings.history_limit:
+            self.observers.append(HistoryWriter(self.shards, settings.history_limit, settings.history_age, metrics))
         self.peers: dict[str, tuple[Batcher[Event, int], InternalClient]] = {}  # forwarding, per new owner
         self._sweeper: asyncio.Task[None] | None = None
         self.server = InternalServer(
@@ -92,8 +95,8 @@ class ExchangeService:
     async def start(self) -> None:
         self.addresses["http"] = await self.server.start(self.settings.http_listen)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
-        if self.history is not None:
-            self.history.start()
+        for observer in self.observers:
+            observer.start()
 
     async def stop(self) -> None:
         await cancel_and_wait(self._sweeper)
@@ -103,8 +106,8 @@ class ExchangeService:
         for batcher, client in self.peers.values():
             await batcher.close()
             await client.close()
-        if self.history is not None:
-            await self.history.stop()
+        for observer in self.observers:
+            await observer.stop()
         if self.shards is not None:
             await self.shards.close()
 
@@ -228,8 +231,8 @@ class ExchangeService:
             encoded = channel.order(event, history)
             if event.id:
                 self.ids.remember(event.id, channel.seq, channel.last_write)
-            if self.history is not None:
-                self.history.record(event)
+            for observer in self.observers:
+                observer.observe(event)
             seqs.append(channel.seq)
             for link in channel.subscribers:
                 link.enqueue(encoded)
