@@ -124,22 +124,16 @@ class ChatEndpoints:
         return call.json({"data": [settings_view(state.room_id, state.settings, moderator_id)]})
 
     async def patch_settings(self, call: Call) -> web.Response:
-        moderator_id = call.param("moderator_id")
-        call.require_user(moderator_id, "moderator_id")
-        state = await self.base.channel(call.param("broadcaster_id"))
-        identity = call.grant.identity
-        assert identity is not None
-        if role_of(identity.login, state) < Role.MODERATOR:
-            raise HelixError(403, "The user in moderator_id is not one of the broadcaster's moderators")
+        state, _, moderator_id = await self.moderated_channel(call)
         changes = settings_changes(await call.body(), state.settings)
         if changes:
             event = await self.commands.change_settings(state, changes)
             await self.ingest.exchanges.publish(event)
         return call.json({"data": [settings_view(state.room_id, state.settings | changes, moderator_id)]})
 
-    # ---- chatters
-    async def chatters(self, call: Call) -> web.Response:
-        """Who is in the channel (logged-in users, as clue.presence knows them), by login."""
+    async def moderated_channel(self, call: Call) -> tuple[ChannelState, Identity, str]:
+        """The channel `broadcaster_id` names, for the token's user as `moderator_id`:
+        a 403 unless that user is its broadcaster or one of its moderators."""
         moderator_id = call.param("moderator_id")
         call.require_user(moderator_id, "moderator_id")
         state = await self.base.channel(call.param("broadcaster_id"))
@@ -147,6 +141,12 @@ class ChatEndpoints:
         assert identity is not None
         if role_of(identity.login, state) < Role.MODERATOR:
             raise HelixError(403, "The user in moderator_id is not one of the broadcaster's moderators")
+        return state, identity, moderator_id
+
+    # ---- chatters
+    async def chatters(self, call: Call) -> web.Response:
+        """Who is in the channel (logged-in users, as clue.presence knows them), by login."""
+        state, _, _ = await self.moderated_channel(call)
         members = await self.presence.members(state.name)
         page, pagination = paginate(members, call, most=1000, default=100)
         names = await self.base.accounts.display_names([user_id for _, user_id in page])
@@ -188,13 +188,7 @@ class ChatEndpoints:
 
     # ---- announcements
     async def announce(self, call: Call) -> web.Response:
-        moderator_id = call.param("moderator_id")
-        call.require_user(moderator_id, "moderator_id")
-        state = await self.base.channel(call.param("broadcaster_id"))
-        identity = call.grant.identity
-        assert identity is not None
-        if role_of(identity.login, state) < Role.MODERATOR:
-            raise HelixError(403, "The user in moderator_id is not one of the broadcaster's moderators")
+        state, identity, _ = await self.moderated_channel(call)
         body = await call.body()
         text = str(body.get("message", ""))
         color = str(body.get("color", "primary")).lower()
