@@ -3,7 +3,7 @@
 Both are plain asyncio protocols (no task per connection) that frame bytes
 into lines, hand them to their host (the edge service, through the small
 `ConnectionHost` interface), and write whatever bytes the host gives them. The
-WebSocket one drives websockets' sans-I/O server protocol. Behind a proxy that
+WebSocket one drives edge.websocket's sans-I/O handshake and framing. Behind a proxy that
 speaks the PROXY protocol, the first bytes name the real client.
 """
 from __future__ import annotations
@@ -13,20 +13,14 @@ import time
 from typing import Protocol
 
 import structlog
-from websockets.exceptions import InvalidState
-from websockets.frames import Opcode
-from websockets.http11 import Request
-from websockets.protocol import State
-from websockets.server import ServerProtocol
-from websockets.typing import Subprotocol
 
 from common.irc import LineReader, LineTooLong
+from edge import websocket
 from edge.proxy_protocol import ProxyHeaderReader, ProxyProtocolError
 from edge.session import Session
 
 log = structlog.get_logger()
 
-IRC_SUBPROTOCOL = Subprotocol("irc")
 # Large enough for one maximal IRC line per frame plus slack for several lines.
 MAX_WS_MESSAGE = 64 * 1024
 # The first request's head on the WebSocket port, read before deciding who serves it.
@@ -174,15 +168,14 @@ class ClientConnection(asyncio.Protocol):
 
 
 class WebSocketConnection(ClientConnection):
-    """IRC over WebSocket: open for chat once the handshake is done."""
+    """IRC over WebSocket: open for chat once the handshake is done (edge.websocket)."""
 
     kind = "ws"
-    __slots__ = ("ws", "_fragments", "_refusal", "_head")
+    __slots__ = ("_frames", "_refusal", "_head")
 
     def __init__(self, host: ConnectionHost, proxy_protocol: bool = False) -> None:
         super().__init__(host, proxy_protocol)
-        self.ws = ServerProtocol(select_subprotocol=_select_subprotocol, max_size=MAX_WS_MESSAGE)
-        self._fragments: list[bytes] = []
+        self._frames: websocket.FrameReader | None = None  # once open
         self._refusal: str | None = None
         self._head: bytearray | None = bytearray()  # until the first request's head is read
 
@@ -202,77 +195,76 @@ class WebSocketConnection(ClientConnection):
                     self.abort()
                 return
             data, self._head = bytes(self._head), None
-            if self._refusal is None and not is_irc_upgrade(data[:end]):
+            head, data = data[:end], data[end + 4:]
+            if self._refusal is None and not is_irc_upgrade(head):
                 # Not IRC over WebSocket: the edge's HTTP surface (API, EventSub, the page) serves it,
                 # unless a header line is longer than its parser takes (it would log a traceback).
-                if max(len(line) for line in data[:end].split(b"\r\n")) > MAX_HEADER_LINE:
-                    self._answer_and_close(b"431 Request Header Fields Too Large")
+                if max(len(line) for line in head.split(b"\r\n")) > MAX_HEADER_LINE:
+                    self._answer_and_close(websocket.refusal(431, "A request header line is too long"))
                 else:
-                    self.host.hand_off(self, data)
+                    self.host.hand_off(self, head + b"\r\n\r\n" + data)
                 return
-        self.ws.receive_data(data)
-        for event in self.ws.events_received():
-            if isinstance(event, Request):
-                self._handshake(event)
-            elif event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT) and self.open:
-                self._fragments.append(event.data)
-                if event.fin:
-                    frame = b"".join(self._fragments)
-                    self._fragments.clear()
-                    # A frame is self-contained: end its last line if it is open.
-                    items = self.reader.feed(frame if frame.endswith(b"\n") else frame + b"\n")
-                    self.handle_lines(items)
-        if self.ws.parser_exc is not None and self.open:
-            # A protocol error: websockets has queued a close frame with its status.
-            log.warning("websocket_protocol_error", conn=self.conn_id, peer=self.peer,
-                        reason=str(self.ws.parser_exc)[:200])
-            self.open = False
-        self._flush()
+            if not self._handshake(head):
+                return
+        if self._frames is None:
+            return  # closing
+        try:
+            messages = self._frames.feed(data)
+        except websocket.ProtocolError as exc:
+            log.warning("websocket_protocol_error", conn=self.conn_id, peer=self.peer, reason=exc.reason)
+            self._close_with(exc.code, exc.reason)
+            return
+        for opcode, payload in messages:
+            if opcode in (websocket.OP_TEXT, websocket.OP_BINARY):
+                if self.open:
+                    # A message is self-contained: end its last line if it is open.
+                    self.handle_lines(self.reader.feed(payload if payload.endswith(b"\n") else payload + b"\n"))
+            elif opcode == websocket.OP_PING:
+                self._send(websocket.pong_frame(payload))
+            elif opcode == websocket.OP_CLOSE:
+                self._close_with(websocket.close_code(payload))  # the closing handshake's answer
+                return
 
-    def _answer_and_close(self, status: bytes) -> None:
+    def _handshake(self, head: bytes) -> bool:
+        """Answer the upgrade request; whether the connection is now open."""
+        if self._refusal is not None:
+            self._answer_and_close(websocket.refusal(429, self._refusal))
+            return False
+        try:
+            response = websocket.handshake(head)
+        except websocket.HandshakeRefused as exc:
+            self._answer_and_close(websocket.refusal(exc.status, exc.reason))
+            return False
+        self._send(response)
+        self._frames = websocket.FrameReader(MAX_WS_MESSAGE)
+        self.on_open()
+        return True
+
+    def _answer_and_close(self, response: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            self.transport.write(response)
             self.transport.close()
 
-    def _handshake(self, request: Request) -> None:
-        if self._refusal is not None:
-            self.ws.send_response(self.ws.reject(429, self._refusal + "\n"))
-            return
-        response = self.ws.accept(request)
-        self.ws.send_response(response)
-        if response.status_code == 101:
-            self.on_open()
+    def _send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
-    def _flush(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        for chunk in self.ws.data_to_send():
-            if chunk:
-                transport.write(chunk)
-            else:  # websockets asks for the TCP connection to be half-closed
-                transport.close()
-                return
-        if self.ws.close_expected():
-            transport.close()
+    def _close_with(self, code: int, reason: str = "") -> None:
+        """Send a close frame and end the connection (nothing more is read or written)."""
+        self.open = False
+        self._frames = None
+        self._answer_and_close(websocket.close_frame(code, reason))
 
     def write(self, data: bytes) -> None:
         if not self.open or self.transport is None or self.transport.is_closing():
             return
-        if self.ws.state is not State.OPEN:
-            return  # closing: nothing more reaches the client
-        self.ws.send_text(data)
-        self._flush()
+        self.transport.write(websocket.text_frame(data))
         if self.transport.get_write_buffer_size() > self.host.send_buffer:
             self.host.slow_consumer(self)
 
     def close(self) -> None:
-        if self.open and self.transport is not None and not self.transport.is_closing():
-            try:
-                self.ws.send_close(1000, "closing")
-            except InvalidState:  # already closing on the WebSocket level
-                pass
-            self._flush()
+        if self.open:
+            self._close_with(websocket.NORMAL, "closing")
         super().close()
 
 
@@ -287,8 +279,3 @@ def is_irc_upgrade(head: bytes) -> bool:
         if name.strip().lower() == b"upgrade" and value.strip().lower() == b"websocket":
             return True
     return False
-
-
-def _select_subprotocol(protocol: ServerProtocol, offered: list[Subprotocol]) -> Subprotocol | None:
-    """Echo `irc` when offered (tmi.js aborts otherwise); accept plain clients too."""
-    return IRC_SUBPROTOCOL if IRC_SUBPROTOCOL in offered else None
