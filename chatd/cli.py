@@ -163,6 +163,12 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     return run(args, _data_dir(args.data_dir))
 
 
+def cmd_highlights(args: argparse.Namespace) -> int:
+    from chatd.highlights import run
+
+    return run(args, _data_dir(getattr(args, "data_dir", None)))
+
+
 def cmd_reshard(args: argparse.Namespace) -> int:
     from clue.reshard import run
 
@@ -210,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     trigger = sub.add_parser("trigger", help="publish a test sub, resub, gift, raid, cheer, … in a channel")
     trigger_arguments(trigger)
     trigger.set_defaults(handler=cmd_trigger)
+
+    from chatd.highlights import add_arguments as highlights_arguments
+
+    highlights = sub.add_parser("highlights", help="stream highlights: list a channel's, or watch channels on any "
+                                                   "Twitch-compatible IRC server")
+    highlights_arguments(highlights)
+    highlights.set_defaults(handler=cmd_highlights)
 
     bench = sub.add_parser("bench", add_help=False,
                            help="side-by-side benchmarks (`chatd bench --help` lists the scenarios)")

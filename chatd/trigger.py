@@ -50,7 +50,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> int:
     if args.kind not in KINDS:
         return fail(f"unknown kind {args.kind!r}; one of {', '.join(KINDS)}")
     channel = args.channel.lstrip("#").lower()
-    url = args.url or _clue_url(data_dir)
+    url = args.url or clue_url(data_dir)
     if not url:
         return fail(f"no clue to ask: pass --url, or run from the data dir of `chatd up` ({data_dir})")
     try:
@@ -67,14 +67,14 @@ def run(args: argparse.Namespace, data_dir: Path) -> int:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
             answer = json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        return fail(_message(exc), 2 if exc.code < 500 else 1)
+        return fail(error_message(exc), 2 if exc.code < 500 else 1)
     except (urllib.error.URLError, OSError) as exc:
         return fail(f"cannot reach clue at {url} ({getattr(exc, 'reason', exc)})", 1)
     print(f"sent {args.kind} to #{channel}: {_summary(answer)}")
     return 0
 
 
-def _clue_url(data_dir: Path) -> str:
+def clue_url(data_dir: Path) -> str:
     """The main cluster's first clue, as `chatd up` described it."""
     try:
         return json.loads((data_dir / "cluster.json").read_text())["clue_urls"]["main"][0]
@@ -82,7 +82,7 @@ def _clue_url(data_dir: Path) -> str:
         return ""
 
 
-def _message(error: urllib.error.HTTPError) -> str:
+def error_message(error: urllib.error.HTTPError) -> str:
     try:
         return str(json.loads(error.read())["message"])
     except (ValueError, KeyError, TypeError):

@@ -14,6 +14,7 @@ from clue.channels import ChannelCache, ChannelState
 from clue.commands import Commands
 from clue.config import ClueSettings
 from clue.helix import Helix
+from clue.highlights import HighlightsApi
 from clue.history import HistoryReader
 from clue.ingest import Ingest
 from clue.oauth import OAuth, OAuthError
@@ -87,6 +88,7 @@ class ClueService:
                     self.oauth, self.accounts, self.channels, self.exchange, settings.common.server_name,
                     settings.emotes).on_trigger),
                 web.get("/api/v1/channels/{channel}", self._on_api_channel),
+                web.get("/api/v1/channels/{channel}/highlights", HighlightsApi(self.shards).on_list),
                 web.get("/oauth2/validate", self.oauth.on_validate),
                 web.post("/oauth2/token", self.oauth.on_token),
                 web.post("/oauth2/revoke", self.oauth.on_revoke),

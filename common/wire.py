@@ -10,7 +10,10 @@ reads sender, text and time as fields instead of parsing lines back.
                        SubmitBatch → SubmitResults, TailRequest → EventRange,
                        SessionRequest → SessionSubscriptions (EventSub sessions),
                        HistoryRequest → HistoryReply (CHATHISTORY), PresenceBatch (who is in a channel)
-    exchange → Redis   HistoryEntry (history, read back by clue)
+    exchange → Redis   HistoryEntry (history, read back by clue), Highlight and HighlightState
+                       (stream highlights, read back by clue and by the exchange after a restart),
+                       WebhookDelivery (the webhooks' outbox)
+    exchange → webhook Highlight (also what `chatd highlights watch` prints and posts)
     clue → exchange    PublishBatch → PublishReply, MoveRequest, LookupRequest → LookupReply
     edge → exchange    SubscribeRequest / SyncRequest / HeartbeatRequest → SubscriptionReply,
                        RangeRequest → EventRange, OutcomeRequest → OutcomeReply
@@ -215,6 +218,42 @@ class HistoryEntry(msgspec.Struct, omit_defaults=True, gc=False):
     user_id: str = ""
     target: str = ""
     sent_ms: int = 0  # tmi-sent-ts: IRCv3 `time`
+
+
+class Highlight(msgspec.Struct, gc=False):
+    """A moment a channel's chat rate jumped (analytics/highlights.py). The id is
+    the channel and the window's start, so a redelivery or a restart keeps it.
+    Stored under `{hl:<#chan>}` (a sorted set scored by window_start_ms), listed by
+    `GET /api/v1/channels/{c}/highlights`, and the body of every webhook delivery."""
+
+    id: str
+    channel: str
+    window_start_ms: int
+    window_end_ms: int
+    rate: float  # messages per second in the window
+    baseline: float  # the moving average of the rate before it
+    score: float  # how far the rate jumped, in baselines (the comparison the detector is set to)
+    messages: int  # messages in the window
+    message_ids: list[str]  # the "chat clip": the window's message ids, in the channel's order (capped)
+
+
+class HighlightState(msgspec.Struct, array_like=True, gc=False):
+    """What the detector keeps of a channel across a restart of its exchange:
+    the counts of the last closed windows (-1: a window it did not see whole)."""
+
+    window_ms: int
+    closed: int  # index of the last closed window (start = index × window_ms)
+    counts: list[int]  # windows closed-len+1 … closed
+    last: int  # window of the last highlight
+
+
+class WebhookDelivery(msgspec.Struct, gc=False):
+    """One highlight owed to one webhook, in the outbox until it is delivered."""
+
+    url: str
+    body: msgspec.Raw  # the Highlight, encoded once
+    attempts: int = 0
+    queued_ms: int = 0
 
 
 class HistoryRequest(msgspec.Struct):

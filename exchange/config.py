@@ -3,7 +3,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from analytics.highlights import Settings as DetectorSettings
 from common.config import CommonSettings, Env
+from common.webhooks import WebhookSettings
+
+
+@dataclass
+class HighlightSettings:
+    detector: DetectorSettings
+    keep: int  # highlights kept per channel
+    webhooks: WebhookSettings | None
+
+    @classmethod
+    def from_env(cls, env: Env) -> HighlightSettings | None:
+        if env.choice("HIGHLIGHTS", ("on", "off"), "on") == "off":
+            return None
+        return cls(detector=DetectorSettings.from_env(env), keep=env.int("HIGHLIGHT_KEEP", 1000, minimum=1),
+                   webhooks=WebhookSettings.from_env(env))
 
 
 @dataclass
@@ -19,6 +35,7 @@ class ExchangeSettings:
     cache_timeout: float
     history_limit: int
     history_age: float
+    highlights: HighlightSettings | None
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ExchangeSettings:
@@ -42,4 +59,6 @@ class ExchangeSettings:
             # (0: keep none).
             history_limit=env.int("HISTORY_LIMIT", 800, minimum=0),
             history_age=env.duration("HISTORY_AGE", "24h"),
+            # Stream highlights, detected live on each channel's chat (needs CACHE_SERVERS).
+            highlights=HighlightSettings.from_env(env),
         )

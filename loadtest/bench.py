@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 
 from common import wire
-from loadtest import presence, steady
+from loadtest import highlights, presence, steady
 from loadtest.fleet import FleetConfig, FleetGroup
 from loadtest.measure import commandstats, cpu_by_kind, print_progress
 from loadtest.systems import ChatdSystem, NgircdSystem, RawSystem, Sender, System
@@ -467,6 +467,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         axis.legend()
     elif scenario == "steady":
         steady.plot(axis, rows)
+    elif scenario == "highlights":
+        highlights.plot(axis, rows)
     elif scenario == "keepalive":
         axis.bar([r["mode"] for r in rows], [r["requests_per_s"] for r in rows])
         axis.set_ylabel("exchange→edge deliveries (requests/s)")
@@ -484,6 +486,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] 
     "keepalive": scenario_keepalive,
     "steady": steady.scenario_steady,
     "presence": presence.scenario_presence,
+    "highlights": highlights.scenario_highlights,
 }
 
 
@@ -518,10 +521,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     versions = parser.add_argument_group("versions (fanout, ingest, steady)")
     versions.add_argument("--baseline-code", help="also run chatd from this checkout (another version)")
     versions.add_argument("--baseline-name", help="how to name that version in the results")
-    versions.add_argument("--rounds", type=int, default=1, help="fanout, ingest: run every system this many times, "
-                                                                "alternating; ratios compare medians")
+    versions.add_argument("--rounds", type=int, default=1, help="fanout, ingest, highlights: run every system this "
+                                                                "many times, alternating; ratios compare medians")
     steady.add_arguments(parser)
     presence.add_arguments(parser)
+    highlights.add_arguments(parser)
     return parser
 
 

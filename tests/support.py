@@ -205,6 +205,26 @@ class IrcClient:
                 await self._reader_task
 
 
+class StatsdListener(asyncio.DatagramProtocol):
+    """A statsd server: every metric line the services send (set STATSD_PORT to its `port`)."""
+
+    def __init__(self) -> None:
+        self.metrics: list[str] = []
+        self.changed = asyncio.Event()
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.metrics.extend(data.decode().splitlines())
+        self.changed.set()
+
+    async def wait_for(self, names: set[str], timeout: float = 10.0) -> None:
+        async def seen_all() -> None:
+            while not names <= {metric.split(":", 1)[0] for metric in self.metrics}:
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(seen_all(), timeout)
+
+
 class TestCluster(LocalCluster):
     """A local cluster on ephemeral ports with helpers for tests."""
 

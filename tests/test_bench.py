@@ -26,6 +26,7 @@ SCENARIOS = {
     "ingest": (["--users", "50", "--duration", "1", "--batch", "20", "--concurrency", "2"], {"chatd"}),
     "memory": (["--connections", "100"], {"chatd"}),
     "keepalive": (["--requests", "100"], {"chatd"}),
+    "highlights": (["--rate", "200", "--duration", "1"], {"highlights on", "highlights off"}),
     # The same checkout stands in for another version: the side-by-side path runs.
     "steady": (["--clients", "60", "--channels", "4", "--rates", "20", "--duration", "1", "--senders", "2",
                 "--baseline-code", str(Path(__file__).parent.parent), "--baseline-name", "same"],
@@ -53,6 +54,9 @@ def test_bench_scenario_runs_and_writes_json_and_plot(tmp_path, scenario):
         assert {"chatd/ngircd", "chatd/raw"} <= set(report["ratios"][0])
     if scenario in ("e2e", "steady"):
         assert all(row["lost"] == 0 for row in report["results"]), report["results"]
+    if scenario == "highlights":
+        assert all(row["published"] >= 150 for row in report["results"]), report["results"]
+        assert report["detector"]["observe_us_per_message"] > 0
     if scenario == "steady":
         assert all(row["cpu_s_per_1000_deliveries_total"] >= 0 for row in report["results"])
         assert "chatd/ngircd cpu per delivery" in report["ratios"][0]

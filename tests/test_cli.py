@@ -170,6 +170,11 @@ async def test_chatd_up_runs_a_cluster_keeps_state_and_leaves_nothing_behind(tmp
         ("clue", {"EXCHANGE_URLS": "http://127.0.0.1:1", "CACHE_SERVERS": "127.0.0.1:7000"}, "CHAT_SECRET"),
         ("edge", {"CLUE_URLS": "127.0.0.1:7100", "EXCHANGE_URLS": "http://127.0.0.1:1"}, "CLUE_URLS"),
         ("exchange", {"CHAT_INTERNAL_TOKEN": ""}, "CHAT_INTERNAL_TOKEN"),
+        ("exchange", {"HIGHLIGHT_WINDOW": "fast"}, "HIGHLIGHT_WINDOW"),
+        ("exchange", {"HIGHLIGHT_WEBHOOKS": "http://127.0.0.1:9/hook"}, "HIGHLIGHT_WEBHOOK_SECRET"),
+        ("exchange", {"HIGHLIGHT_WEBHOOKS": "http://127.0.0.1:9/hook", "HIGHLIGHT_WEBHOOK_SECRET": "hunter2"},
+         "HIGHLIGHT_WEBHOOK_SECRET"),
+        ("exchange", {"HIGHLIGHT_WEBHOOKS": "ftp://nowhere"}, "HIGHLIGHT_WEBHOOKS"),
     ],
 )
 def test_services_refuse_bad_configuration_with_one_line(service, env, variable):

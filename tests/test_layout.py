@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
-PACKAGES = ("chatd", "common", "edge", "clue", "exchange", "loadtest")
+PACKAGES = ("analytics", "chatd", "common", "edge", "clue", "exchange", "loadtest")
 
 
 def imports_of(path: Path) -> set[str]:
@@ -62,3 +62,15 @@ def test_a_service_process_loads_neither_the_cli_nor_benchmark_code():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_analytics_cores_do_no_io_and_import_only_common():
+    io = {"asyncio", "aiohttp", "redis", "socket", "urllib", "websockets", "subprocess", "os"}
+    for path in (ROOT / "analytics").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for alias in node.names}
+        names |= {node.module.split(".")[0] for node in ast.walk(tree)
+                  if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+        assert not names & io, (path.name, names & io)
+        assert not names & (set(PACKAGES) - {"common", "analytics"}), (path.name, names)

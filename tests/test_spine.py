@@ -8,7 +8,7 @@ import uuid
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from support import IrcClient, running_cluster
+from support import IrcClient, StatsdListener, running_cluster
 
 from common.irc import parse
 from common.tokens import stable_id
@@ -19,24 +19,6 @@ TWITCH_PRIVMSG_TAGS = {
     "badge-info", "badges", "color", "display-name", "emotes", "first-msg", "flags", "id", "mod",
     "returning-chatter", "room-id", "subscriber", "tmi-sent-ts", "turbo", "user-id", "user-type",
 }
-
-
-class StatsdListener(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.metrics: list[str] = []
-        self.changed = asyncio.Event()
-
-    def datagram_received(self, data: bytes, addr) -> None:
-        self.metrics.extend(data.decode().splitlines())
-        self.changed.set()
-
-    async def wait_for(self, names: set[str], timeout: float = 10.0) -> None:
-        async def seen_all() -> None:
-            while not names <= {metric.split(":", 1)[0] for metric in self.metrics}:
-                self.changed.clear()
-                await self.changed.wait()
-
-        await asyncio.wait_for(seen_all(), timeout)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
