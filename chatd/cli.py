@@ -163,6 +163,24 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     return run(args, _data_dir(args.data_dir))
 
 
+def cmd_broadcast(args: argparse.Namespace) -> int:
+    from chatd.sessions import broadcast
+
+    return broadcast(args, _data_dir(args.data_dir))
+
+
+def cmd_sessions_list(args: argparse.Namespace) -> int:
+    from chatd.sessions import list_sessions
+
+    return list_sessions(args, _data_dir(args.data_dir))
+
+
+def cmd_sessions_backfill(args: argparse.Namespace) -> int:
+    from chatd.backfill import run
+
+    return run(args, _data_dir(args.data_dir))
+
+
 def cmd_reshard(args: argparse.Namespace) -> int:
     from clue.reshard import run
 
@@ -210,6 +228,22 @@ def build_parser() -> argparse.ArgumentParser:
     trigger = sub.add_parser("trigger", help="publish a test sub, resub, gift, raid, cheer, … in a channel")
     trigger_arguments(trigger)
     trigger.set_defaults(handler=cmd_trigger)
+
+    from chatd.backfill import add_arguments as backfill_arguments
+    from chatd.sessions import add_broadcast_arguments, add_list_arguments
+
+    broadcast = sub.add_parser("broadcast", help="say a channel is live this minute (a minute_broadcast event)")
+    add_broadcast_arguments(broadcast)
+    broadcast.set_defaults(handler=cmd_broadcast)
+
+    sessions = sub.add_parser("sessions", help="stream sessions: list #CHANNEL | backfill --day YYYY-MM-DD")
+    sessions_sub = sessions.add_subparsers(dest="sessions_command", required=True)
+    listing = sessions_sub.add_parser("list", help="a channel's sessions with their summaries, newest first")
+    add_list_arguments(listing)
+    listing.set_defaults(handler=cmd_sessions_list)
+    backfill = sessions_sub.add_parser("backfill", help="recompute a day's sessions from the archive and repair Redis")
+    backfill_arguments(backfill)
+    backfill.set_defaults(handler=cmd_sessions_backfill)
 
     bench = sub.add_parser("bench", add_help=False,
                            help="side-by-side benchmarks (`chatd bench --help` lists the scenarios)")

@@ -22,6 +22,7 @@ from clue.publisher import Exchanges
 from clue.recent import HistoryApi
 from clue.routes import ANNOUNCE as ROUTES_ANNOUNCE
 from clue.routes import RouteTable
+from clue.sessions import SessionsApi
 from clue.triggers import Triggers
 from clue.validation import load_scripts
 from common import twitch
@@ -86,6 +87,8 @@ class ClueService:
                 web.post("/api/v1/channels/{channel}/trigger", Triggers(
                     self.oauth, self.accounts, self.channels, self.exchange, settings.common.server_name,
                     settings.emotes).on_trigger),
+                *SessionsApi(self.oauth, self.accounts, self.channels, self.exchange, self.shards,
+                             settings.sessions.minute).routes(),
                 web.get("/api/v1/channels/{channel}", self._on_api_channel),
                 web.get("/oauth2/validate", self.oauth.on_validate),
                 web.post("/oauth2/token", self.oauth.on_token),

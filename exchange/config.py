@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.config import CommonSettings, Env
+from common.sessions import SessionSettings
 
 
 @dataclass
@@ -19,6 +20,7 @@ class ExchangeSettings:
     cache_timeout: float
     history_limit: int
     history_age: float
+    sessions: SessionSettings
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ExchangeSettings:
@@ -42,4 +44,6 @@ class ExchangeSettings:
             # (0: keep none).
             history_limit=env.int("HISTORY_LIMIT", 800, minimum=0),
             history_age=env.duration("HISTORY_AGE", "24h"),
+            # Stream sessions (exchange/sessions.py), with Redis.
+            sessions=SessionSettings.from_env(env),
         )
