@@ -61,7 +61,7 @@ class Job:
 @dataclasses.dataclass
 class Computed:
     sessions: list[tuple[str, str, int, int]]  # (channel id, channel, start, end), closed, starting on the day
-    open: int = 0  # sessions of the day still open: the live driver's
+    open: list[tuple[str, int]] = dataclasses.field(default_factory=list)  # (channel id, start) still open
     events: int = 0
     channels: int = 0
     hours: int = 0
@@ -128,7 +128,7 @@ def compute(job: Job) -> Computed:
         for session in sessions:
             if d0 <= session.start < d1:
                 if session.open:
-                    result.open += 1
+                    result.open.append((session.channel_id, session.start))
                 else:
                     result.sessions.append((session.channel_id, channel, session.start, session.end))
     result.channels = len(found)
@@ -190,14 +190,15 @@ async def backfill(store: SessionStore, root: Path, day: str, settings: SessionS
         jobs = [Job(root, d0, rules, now - settings.lateness, part + parts * k, parts * workers)
                 for k in range(workers)]
         computed = await _compute_all(jobs, progress)
-        outcome = Outcome(day, partition, open=sum(c.open for c in computed), events=sum(c.events for c in computed),
+        outcome = Outcome(day, partition, events=sum(c.events for c in computed),
                           channels=sum(c.channels for c in computed), hours=max(c.hours for c in computed))
         desired = {(cid, start): SessionRecord(cid, channel, start, end)
                    for c in computed for cid, channel, start, end in c.sessions}
         outcome.computed = len(desired)
         if progress is not None:
             progress.note(f"{outcome.computed:,} sessions computed from {outcome.events:,} events; reconciling")
-        await _reconcile(store, day, d0, desired, part, parts, settings.minute, outcome)
+        still_open = {key for c in computed for key in c.open}
+        await _reconcile(store, day, d0, desired, still_open, part, parts, settings.minute, outcome)
     finally:
         renewing.cancel()
         await asyncio.gather(renewing, return_exceptions=True)
@@ -232,7 +233,7 @@ async def _compute_all(jobs: list[Job], progress: Progress | None) -> list[Compu
 
 
 async def _reconcile(store: SessionStore, day: str, d0: int, desired: dict[tuple[str, int], SessionRecord],
-                     part: int, parts: int, minute: int, outcome: Outcome) -> None:
+                     still_open: set[tuple[str, int]], part: int, parts: int, minute: int, outcome: Outcome) -> None:
     indexed = {c for c in await store.day_channels(day) if archive.partition_of(c, parts) == part}
     channels = sorted(indexed | {cid for cid, _ in desired})
     existing = await store.between(channels, d0, d0 + DAY)
@@ -244,8 +245,8 @@ async def _reconcile(store: SessionStore, day: str, d0: int, desired: dict[tuple
             key = (record.channel_id, record.start)
             seen.add(key)
             wanted = desired.get(key)
-            if record.open:  # the live driver's, whatever the archive says so far
-                outcome.open += wanted is not None
+            if record.open or key in still_open:  # the live driver's, whatever the archive says so far
+                still_open.add(key)
                 continue
             if wanted is None:
                 deletes.append(key)
@@ -263,6 +264,7 @@ async def _reconcile(store: SessionStore, day: str, d0: int, desired: dict[tuple
     await store.put(writes)
     await store.delete(deletes)
     outcome.deleted = len(deletes)
+    outcome.open = len(still_open)
 
 
 # ---- the command line
