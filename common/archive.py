@@ -15,6 +15,7 @@ the sessions in Redis are derived from it.
 from __future__ import annotations
 
 import calendar
+import re
 import time
 import zlib
 from collections import defaultdict
@@ -22,7 +23,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 HEADER = "time,channel_id,channel,source\n"
-TIME_WIDTH = 19  # "2026-03-05 14:13:00"
 HOUR = 3600
 
 
@@ -72,20 +72,17 @@ def read_hour(root: Path, hour_start: int, keep: Callable[[bytes], bool],
     rows = 0
     for path in hour_files(root, hour_start):
         with open(path, "rb") as source:
-            lines = source.read().split(b"\n")
-        for line in lines[1:]:
-            comma = line.find(b",", TIME_WIDTH + 1)
-            if comma < 0:
-                continue
-            channel_id = line[TIME_WIDTH + 1:comma]
+            data = source.read()
+        # The time and channel id of every row, found by the regex engine: the loop below is
+        # all the Python a row costs (the backfill reads millions).
+        for stamp, channel_id, name in _ROW.findall(data):
             wanted = kept.get(channel_id)
             if wanted is None:
                 wanted = kept[channel_id] = keep(channel_id)
-                if wanted and channel_id not in names:
-                    names[channel_id] = line[comma + 1:line.find(b",", comma + 1)]
+                if wanted:
+                    names.setdefault(channel_id, name)
             if not wanted:
                 continue
-            stamp = line[:TIME_WIDTH]
             seconds = times.get(stamp)
             if seconds is None:
                 try:
@@ -95,6 +92,9 @@ def read_hour(root: Path, hour_start: int, keep: Callable[[bytes], bool],
             into[channel_id].append(seconds)
             rows += 1
     return rows
+
+
+_ROW = re.compile(rb"^(.{19}),([^,\n]*),([^,\n]*),", re.MULTILINE)  # time, channel id, channel
 
 
 def _seconds(stamp: bytes) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 
 from common import wire
-from loadtest import presence, steady
+from loadtest import backfill, presence, steady
 from loadtest.fleet import FleetConfig, FleetGroup
 from loadtest.measure import commandstats, cpu_by_kind, print_progress
 from loadtest.systems import ChatdSystem, NgircdSystem, RawSystem, Sender, System
@@ -467,6 +467,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
         axis.legend()
     elif scenario == "steady":
         steady.plot(axis, rows)
+    elif scenario == "backfill":
+        axis.bar([r["run"] for r in rows], [r["compute_s"] for r in rows], label="archive and core")
+        axis.bar([r["run"] for r in rows], [r["reconcile_s"] for r in rows], bottom=[r["compute_s"] for r in rows],
+                 label="reconcile with Redis")
+        axis.axhline(60, color="grey", linestyle="--", label="60 s target")
+        axis.set_ylabel(f"seconds for {rows[0]['events_read']:,} events")
+        axis.legend()
     elif scenario == "keepalive":
         axis.bar([r["mode"] for r in rows], [r["requests_per_s"] for r in rows])
         axis.set_ylabel("exchange→edge deliveries (requests/s)")
@@ -484,6 +491,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] 
     "keepalive": scenario_keepalive,
     "steady": steady.scenario_steady,
     "presence": presence.scenario_presence,
+    "backfill": backfill.scenario_backfill,
 }
 
 
@@ -522,6 +530,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                                                                 "alternating; ratios compare medians")
     steady.add_arguments(parser)
     presence.add_arguments(parser)
+    backfill.add_arguments(parser)
     return parser
 
 
