@@ -70,15 +70,6 @@ def parse_time(text: str) -> int:
     return int(value.timestamp())
 
 
-def day_of(seconds: int) -> str:
-    return format_time(seconds)[:10]
-
-
-def day_start(day: str) -> int:
-    """`2026-03-05` → its UTC midnight; ValueError for anything else."""
-    return int(datetime.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=datetime.UTC).timestamp())
-
-
 Change = tuple[str, Session]  # (OPENED or CLOSED, the session)
 
 
@@ -168,15 +159,19 @@ class LiveSessions:
     Events wait `lateness` before the core sees them, in time order, so an
     event that arrives up to `lateness` after a later one still counts as if
     on time; the clock the core runs on is `now - lateness`. An event older
-    than that which continues an open session is fed at once (it changes what
-    an on-time one would have); one that is older and does not is too late for
-    the live driver and left to the backfill.
+    than that is still fed at once when it continues the open session, or
+    when it opens one that no session closed since could have held and that
+    the clock cannot close before what follows it is fed (less than `gap`
+    behind the clock): a stream whose every event comes minutes late is
+    followed live. Anything else is too late for the live driver and left to
+    the backfill.
     """
 
     def __init__(self, rules: Rules, lateness: float) -> None:
         self.core = SessionCore(rules)
         self.lateness = lateness
         self.pending: dict[str, list[int]] = {}
+        self.closed_last: dict[str, int] = {}  # the last event of each channel's session closed lately
 
     def offer(self, channel_id: str, t: int, now: float) -> tuple[str, list[Change]]:
         """An event at `t` that arrived at `now`: what became of it, and what it changed."""
@@ -191,7 +186,9 @@ class LiveSessions:
                 return COVERED, []
             waiting.insert(index, t)
             return PENDING, []
-        if run is not None:  # later than what was fed: what waits before it goes first
+        gap = self.core.rules.gap
+        if run is not None or (t > watermark - gap and t >= self.closed_last.get(channel_id, t - gap) + gap):
+            # Later than anything fed (or the first of a new session): what waits before it goes first.
             waiting = self.pending.get(channel_id, [])
             earlier = bisect.bisect_left(waiting, t)
             changes = self.core.feed(channel_id, [*waiting[:earlier], t])
@@ -213,7 +210,14 @@ class LiveSessions:
                 del self.pending[channel_id]
             else:
                 del waiting[:ready]
-        return changes + self.core.advance(watermark)
+        last = {channel_id: run[1] for channel_id, run in self.core.runs.items()}
+        closed = self.core.advance(watermark)
+        for _, session in closed:
+            self.closed_last[session.channel_id] = last[session.channel_id]
+        horizon = watermark - 2 * self.core.rules.gap  # no late event can reach these any more
+        for channel_id in [c for c, t in self.closed_last.items() if t < horizon]:
+            del self.closed_last[channel_id]
+        return changes + closed
 
     def state(self, channel_id: str) -> tuple[list[int] | None, list[int]]:
         """What to keep of a channel across a restart: its open run and what waits."""

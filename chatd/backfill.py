@@ -35,12 +35,12 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
-from analytics.sessions import DAY, Rules, Session, day_start, sessions_of
+from analytics.sessions import DAY, Rules, Session, sessions_of
 from analytics.summaries import summarize
 from chatd.progress import Progress
 from common import archive
 from common.config import ConfigError, Env
-from common.sessions import SessionSettings, SessionStore, lock_key
+from common.sessions import SessionSettings, SessionStore, day_start_of, lock_key
 from common.wire import SessionRecord
 
 HOUR = archive.HOUR
@@ -176,7 +176,7 @@ async def backfill(store: SessionStore, root: Path, day: str, settings: SessionS
                    parts: int = 1, workers: int = 1, wait: bool = False, now: float | None = None,
                    progress: Progress | None = None) -> Outcome:
     started = time.perf_counter()
-    d0 = day_start(day)
+    d0 = day_start_of(day)
     partition = f"{part}/{parts}"
     key, token = lock_key(day, partition), uuid.uuid4().hex
     while not await store.lock(key, token, LOCK_TTL):
@@ -293,7 +293,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> int:
     from common.shards import ShardSet, ShardUnavailable
 
     try:
-        day_start(args.day)
+        day_start_of(args.day)
     except ValueError:
         return fail(f"--day must be a date like 2026-03-05, got {args.day!r}")
     try:

@@ -37,7 +37,7 @@ class SessionSettings:
 
     gap: int = 900
     minute: int = 60
-    lateness: float = 120.0
+    lateness: float = 45.0
     chat_live: bool = False
     archive: str = "archive"
     stats_age: float = 72 * 3600.0
@@ -50,7 +50,7 @@ class SessionSettings:
             # How long one event vouches for the stream being live; the unit of "per minute" figures.
             minute=max(1, round(env.duration("SESSION_MINUTE", "1m"))),
             # Late and out-of-order events the live driver still puts in order (later ones: the backfill's).
-            lateness=env.parsed("SESSION_LATENESS", "2m", parse_duration),
+            lateness=env.parsed("SESSION_LATENESS", "45s", parse_duration),
             # A minute with chat counts as a live minute, for channels whose software sends no events.
             chat_live=env.choice("SESSION_CHAT_LIVE", ("on", "off"), "off") == "on",
             archive=env.str("SESSION_ARCHIVE", "archive"),
@@ -84,7 +84,13 @@ def lock_key(day: str, partition: str) -> str:
 
 
 def day_of(seconds: int) -> str:
+    """The UTC day of a time, `2026-03-05`."""
     return time.strftime("%Y-%m-%d", time.gmtime(seconds))
+
+
+def day_start_of(day: str) -> int:
+    """`2026-03-05` → its UTC midnight; ValueError for anything else."""
+    return calendar.timegm(time.strptime(day, "%Y-%m-%d"))
 
 
 class SessionStore:
@@ -131,7 +137,7 @@ class SessionStore:
         days = sorted({(channel_id, day_of(start)) for channel_id, start in sessions})
         left = await self._run("sessions_read", [
             (sessions_key(channel_id), ("ZCOUNT", sessions_key(channel_id), day_start, f"({day_start + DAY}"))
-            for channel_id, day in days for day_start in [_day_start(day)]])
+            for channel_id, day in days for day_start in [day_start_of(day)]])
         await self._run("sessions_index", [(day_key(day), ("SREM", day_key(day), channel_id))
                                            for (channel_id, day), count in zip(days, left, strict=True) if not count])
 
@@ -217,7 +223,3 @@ class SessionStore:
 # Renew or release a lock only while it is still ours (it may have expired and been taken).
 RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0"
 RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-
-
-def _day_start(day: str) -> int:
-    return calendar.timegm(time.strptime(day, "%Y-%m-%d"))

@@ -15,18 +15,19 @@ import argparse
 import asyncio
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from analytics.sessions import DAY, day_start
+from analytics.sessions import DAY
 from analytics.summaries import ChatMinutes
 from chatd.backfill import backfill
 from chatd.cluster import ClusterConfig, LocalCluster, free_port
 from common import archive
 from common.metrics import Metrics
-from common.sessions import SessionSettings, SessionStore
+from common.sessions import SessionSettings, SessionStore, day_start_of
 from common.shards import ShardSet
 from loadtest.measure import print_progress
 
@@ -71,7 +72,7 @@ async def scenario_backfill(args: argparse.Namespace) -> dict[str, Any]:
     cluster = LocalCluster(ClusterConfig(data_dir=root / "redis", shards=3))
     (root / "redis" / "logs").mkdir(parents=True)
     try:
-        d0 = day_start(DAY_BENCHED)
+        d0 = day_start_of(DAY_BENCHED)
         days = 3 if args.neighbors else 1
         started = time.perf_counter()
         written = await asyncio.to_thread(write_archive, root / "archive", d0 - DAY if args.neighbors else d0, days,
@@ -84,39 +85,53 @@ async def scenario_backfill(args: argparse.Namespace) -> dict[str, Any]:
         store = SessionStore(shards, timeout=30.0)
         results = []
         try:
-            for run in ("first", "second"):
-                outcome = await backfill(store, root / "archive", DAY_BENCHED, SessionSettings(), workers=args.workers,
-                                         now=d0 + 3 * DAY)
-                result = {
-                    "system": "chatd",
-                    "run": run,
-                    "channels": args.streams,
-                    "archive_events": written,
-                    "events_read": outcome.events,
-                    "workers": args.workers,
-                    "seconds": round(outcome.seconds, 2),
-                    "compute_s": round(outcome.compute_seconds, 2),
-                    "reconcile_s": round(outcome.seconds - outcome.compute_seconds, 2),
-                    "events_per_s": round(outcome.events / outcome.seconds),
-                    "sessions": outcome.computed,
-                    "inserted": outcome.inserted,
-                    "unchanged": outcome.unchanged,
-                }
-                results.append(result)
-                print_progress(result)
+            for workers in args.workers:  # each worker count inserts every session, then finds nothing to change
+                await store.delete([(f"{1_000_000 + i}", d0) for i in range(args.streams)])
+                for run in ("first", "second"):
+                    results.append(await one_run(store, root, d0, workers, run, args.streams, written))
         finally:
             await shards.close()
-        return {"results": results, "chat_counting_us_per_message": round(chat_cost(), 2),
+        ratios = [{"workers": w, "seconds, 1 worker / this": round(
+            _median(results, args.workers[0]) / _median(results, w), 2)} for w in args.workers[1:]]
+        return {"results": results, "ratios": ratios, "chat_counting_us_per_message": round(chat_cost(), 2),
                 "cores": os.cpu_count()}
     finally:
         await cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _median(results: list[dict[str, Any]], workers: int) -> float:
+    return statistics.median(r["seconds"] for r in results if r["workers"] == workers)
+
+
+async def one_run(store: SessionStore, root: Path, d0: int, workers: int, run: str, streams: int, written: int
+                  ) -> dict[str, Any]:
+    outcome = await backfill(store, root / "archive", DAY_BENCHED, SessionSettings(), workers=workers,
+                             now=d0 + 3 * DAY)
+    result = {
+        "system": "chatd",
+        "run": run,
+        "channels": streams,
+        "archive_events": written,
+        "events_read": outcome.events,
+        "workers": workers,
+        "seconds": round(outcome.seconds, 2),
+        "compute_s": round(outcome.compute_seconds, 2),
+        "reconcile_s": round(outcome.seconds - outcome.compute_seconds, 2),
+        "events_per_s": round(outcome.events / outcome.seconds),
+        "sessions": outcome.computed,
+        "inserted": outcome.inserted,
+        "unchanged": outcome.unchanged,
+    }
+    print_progress(result)
+    return result
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("backfill")
     group.add_argument("--streams", type=int, default=10_000, help="backfill: channels live all day")
     group.add_argument("--minutes", type=int, default=1440, help="backfill: live minutes of each channel a day")
-    group.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="backfill: processes")
+    group.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1],
+                       help="backfill: processes, one run (and a second) per count, side by side")
     group.add_argument("--neighbors", action="store_true",
                        help="backfill: the days before and after are in the archive too (streams run through)")

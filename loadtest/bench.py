@@ -468,8 +468,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     elif scenario == "steady":
         steady.plot(axis, rows)
     elif scenario == "backfill":
-        axis.bar([r["run"] for r in rows], [r["compute_s"] for r in rows], label="archive and core")
-        axis.bar([r["run"] for r in rows], [r["reconcile_s"] for r in rows], bottom=[r["compute_s"] for r in rows],
+        names = [f"{r['workers']} proc., {r['run']}" for r in rows]
+        axis.bar(names, [r["compute_s"] for r in rows], label="archive and core")
+        axis.bar(names, [r["reconcile_s"] for r in rows], bottom=[r["compute_s"] for r in rows],
                  label="reconcile with Redis")
         axis.axhline(60, color="grey", linestyle="--", label="60 s target")
         axis.set_ylabel(f"seconds for {rows[0]['events_read']:,} events")

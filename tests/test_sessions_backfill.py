@@ -10,11 +10,11 @@ import dataclasses
 
 import msgspec
 
-from analytics.sessions import DAY, Rules, day_of, format_time, parse_time, sessions_of
+from analytics.sessions import DAY, Rules, format_time, parse_time, sessions_of
 from chatd.backfill import backfill
 from chatd.cluster import ClusterConfig, LocalCluster, free_port
 from common.metrics import Metrics
-from common.sessions import SessionSettings, SessionStore
+from common.sessions import SessionSettings, SessionStore, day_of
 from common.shards import ShardSet
 from common.wire import Broadcast, Event, SessionRecord
 from exchange.sessions import SessionDriver

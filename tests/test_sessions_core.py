@@ -224,6 +224,21 @@ def test_an_event_too_late_for_a_session_already_closed_is_left_to_the_backfill(
     assert shown(sessions_of("1", times + [late], RULES)) == [("2026-03-05 10:00:00", "2026-03-05 10:41:00")]
 
 
+def test_a_stream_whose_every_event_comes_minutes_late_is_followed_live():
+    times = every("2026-03-05 10:00:00", "2026-03-05 11:00:00")
+    closed, verdicts = live([(t + 300, t) for t in times], lateness=45)
+    assert shown(closed) == [("2026-03-05 10:00:00", "2026-03-05 11:01:00")]
+    assert set(verdicts) == {FED}
+
+
+def test_a_late_event_that_a_session_closed_lately_could_have_held_is_left_to_the_backfill():
+    times = every("2026-03-05 10:00:00", "2026-03-05 10:30:00")
+    late = at("2026-03-05 10:40:00")  # 10 minutes after the last: it would have continued the session
+    closed, verdicts = live([(t + 1, t) for t in times] + [(late + 900, late)], lateness=45)
+    assert shown(closed) == [("2026-03-05 10:00:00", "2026-03-05 10:31:00")]
+    assert verdicts[-1] == LATE
+
+
 @pytest.mark.parametrize("restart", ["2026-03-05 10:30:30", "2026-03-05 23:59:30", "2026-03-06 00:00:30",
                                      "2026-03-06 10:59:30"])
 def test_a_restart_carrying_the_state_changes_no_session(restart):

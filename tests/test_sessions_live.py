@@ -18,7 +18,7 @@ import aiohttp
 import msgspec
 from support import running_cluster
 
-from analytics.sessions import day_start
+from common.sessions import day_start_of as day_start
 from common.wire import SessionRecord
 
 # A "minute" of one second, sessions closed after three quiet seconds, events waited for two.
