@@ -167,6 +167,22 @@ def cmd_highlights(args: argparse.Namespace) -> int:
     from chatd.highlights import run
 
     return run(args, _data_dir(getattr(args, "data_dir", None)))
+def cmd_broadcast(args: argparse.Namespace) -> int:
+    from chatd.sessions import broadcast
+
+    return broadcast(args, _data_dir(args.data_dir))
+
+
+def cmd_sessions_list(args: argparse.Namespace) -> int:
+    from chatd.sessions import list_sessions
+
+    return list_sessions(args, _data_dir(args.data_dir))
+
+
+def cmd_sessions_backfill(args: argparse.Namespace) -> int:
+    from chatd.backfill import run
+
+    return run(args, _data_dir(args.data_dir))
 
 
 def cmd_reshard(args: argparse.Namespace) -> int:
@@ -223,6 +239,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "Twitch-compatible IRC server")
     highlights_arguments(highlights)
     highlights.set_defaults(handler=cmd_highlights)
+    from chatd.backfill import add_arguments as backfill_arguments
+    from chatd.sessions import add_broadcast_arguments, add_list_arguments
+
+    broadcast = sub.add_parser("broadcast", help="say a channel is live this minute (a minute_broadcast event)")
+    add_broadcast_arguments(broadcast)
+    broadcast.set_defaults(handler=cmd_broadcast)
+
+    sessions = sub.add_parser("sessions", help="stream sessions: list #CHANNEL | backfill --day YYYY-MM-DD")
+    sessions_sub = sessions.add_subparsers(dest="sessions_command", required=True)
+    listing = sessions_sub.add_parser("list", help="a channel's sessions with their summaries, newest first")
+    add_list_arguments(listing)
+    listing.set_defaults(handler=cmd_sessions_list)
+    backfill = sessions_sub.add_parser("backfill", help="recompute a day's sessions from the archive and repair Redis")
+    backfill_arguments(backfill)
+    backfill.set_defaults(handler=cmd_sessions_backfill)
 
     bench = sub.add_parser("bench", add_help=False,
                            help="side-by-side benchmarks (`chatd bench --help` lists the scenarios)")

@@ -178,6 +178,8 @@ class LocalCluster:
             LOG_FORMAT="json",
             PYTHONUNBUFFERED="1",
         )
+        # Exchanges archive minute_broadcast events here; `chatd sessions backfill` reads them.
+        env.setdefault("SESSION_ARCHIVE", str((self.data_dir / "archive").resolve()))
         env.update(self.config.env)
         return env
 

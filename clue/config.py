@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from clue.emotes import DEFAULT_EMOTES, parse_emote_set
 from common.config import CommonSettings, Env, parse_duration
+from common.sessions import SessionSettings
 
 
 @dataclass
@@ -33,6 +34,7 @@ class ClueSettings:
     history_age: float
     membership_limit: int
     presence_expiry: float
+    sessions: SessionSettings
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ClueSettings:
@@ -76,4 +78,6 @@ class ClueSettings:
             # A member no edge has re-asserted for this long is gone (its edge died): three
             # of the edges' refresh periods (EDGE_PRESENCE_REFRESH).
             presence_expiry=env.duration("PRESENCE_EXPIRY", "15m"),
+            # Stream sessions: clue takes minute_broadcast events and lists sessions (the exchanges' settings).
+            sessions=SessionSettings.from_env(env),
         )

@@ -23,6 +23,7 @@ from clue.publisher import Exchanges
 from clue.recent import HistoryApi
 from clue.routes import ANNOUNCE as ROUTES_ANNOUNCE
 from clue.routes import RouteTable
+from clue.sessions import SessionsApi
 from clue.triggers import Triggers
 from clue.validation import load_scripts
 from common import twitch
@@ -87,6 +88,8 @@ class ClueService:
                 web.post("/api/v1/channels/{channel}/trigger", Triggers(
                     self.oauth, self.accounts, self.channels, self.exchange, settings.common.server_name,
                     settings.emotes).on_trigger),
+                *SessionsApi(self.oauth, self.accounts, self.channels, self.exchange, self.shards,
+                             settings.sessions.minute).routes(),
                 web.get("/api/v1/channels/{channel}", self._on_api_channel),
                 web.get("/api/v1/channels/{channel}/highlights", HighlightsApi(self.shards).on_list),
                 web.get("/oauth2/validate", self.oauth.on_validate),

@@ -13,6 +13,8 @@ reads sender, text and time as fields instead of parsing lines back.
     exchange → Redis   HistoryEntry (history, read back by clue), Highlight and HighlightState
                        (stream highlights, read back by clue and by the exchange after a restart),
                        WebhookDelivery (the webhooks' outbox)
+                       SessionRecord, MinuteStats, LiveState (stream sessions, read back by
+                       clue and `chatd sessions`)
     exchange → webhook Highlight (also what `chatd highlights watch` prints and posts)
     clue → exchange    PublishBatch → PublishReply, MoveRequest, LookupRequest → LookupReply
     edge → exchange    SubscribeRequest / SyncRequest / HeartbeatRequest → SubscriptionReply,
@@ -73,6 +75,15 @@ class Control(msgspec.Struct, omit_defaults=True):
     status: str = ""  # a revocation's reason (authorization_revoked, user_removed, …)
 
 
+class Broadcast(msgspec.Struct, array_like=True, gc=False):
+    """A `minute_broadcast`: channel `channel_id` was live at `time` (seconds since the
+    epoch, UTC) — from the broadcaster's software, or (`source` "chat") a minute with chat."""
+
+    channel_id: str
+    time: int
+    source: str = "broadcast"
+
+
 class Event(msgspec.Struct, omit_defaults=True, gc=False):
     """One thing that happened in a channel, in its one order: an IRC line
     (PRIVMSG, CLEARCHAT, ROOMSTATE, WHISPER, …), the EventSub events it also is,
@@ -94,6 +105,7 @@ class Event(msgspec.Struct, omit_defaults=True, gc=False):
     rv: int = 0  # the route version the publishing clue knew (live moves)
     notify: list[Notify] = []  # EventSub events, built by clue only for types someone subscribed to
     control: Control | None = None
+    broadcast: Broadcast | None = None  # a minute_broadcast (no IRC line: edges skip it)
 
 
 class Moved(msgspec.Struct, gc=False):
@@ -254,6 +266,55 @@ class WebhookDelivery(msgspec.Struct, gc=False):
     body: msgspec.Raw  # the Highlight, encoded once
     attempts: int = 0
     queued_ms: int = 0
+class EmoteCount(msgspec.Struct, array_like=True, gc=False):
+    id: str
+    name: str
+    count: int
+
+
+class SessionSummary(msgspec.Struct, gc=False):
+    """What happened in a stream session's chat (analytics.summaries)."""
+
+    messages: int = 0
+    unique_chatters: int = 0
+    first_time_chatters: int = 0  # messages tagged first-msg=1: each a chatter's first in the channel
+    peak_messages_per_minute: int = 0
+    highlights: int = 0  # highlights whose window starts inside the session
+    top_highlights: list[str] = []  # their ids, best score first (at most five)
+    top_emotes: list[EmoteCount] = []
+
+
+class SessionRecord(msgspec.Struct, omit_defaults=True, gc=False):
+    """One stream session as stored (`{ss:<channel id>}`), the seed's record plus its summary."""
+
+    channel_id: str
+    channel: str  # the channel's name, where its chat and highlights are kept
+    start: int  # seconds since the epoch, UTC
+    end: int  # an open session: the end of its last live minute so far
+    open: bool = False
+    summary: SessionSummary | None = None
+
+
+class MinuteStats(msgspec.Struct, omit_defaults=True, gc=False):
+    """A channel's chat in one minute, as an exchange counted it (summaries fold these)."""
+
+    minute: int  # its start, seconds since the epoch
+    messages: int = 0
+    first_time: int = 0
+    chatters: list[str] = []  # user ids
+    emotes: dict[str, int] = {}  # emote id → uses
+    names: dict[str, str] = {}  # emote id → its text
+    writer: str = ""  # which exchange boot, and its flush: two flushes of a minute both count
+
+
+class LiveState(msgspec.Struct, gc=False):
+    """What an exchange holds of a channel's live session, kept across its restarts:
+    the open run ([start, last event, piece start, next cut], analytics.sessions) and
+    the events still waiting out the lateness."""
+
+    channel: str
+    run: list[int] | None = None
+    pending: list[int] = []
 
 
 class HistoryRequest(msgspec.Struct):

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from analytics.highlights import Settings as DetectorSettings
 from common.config import CommonSettings, Env
+from common.sessions import SessionSettings
 from common.webhooks import WebhookSettings
 
 
@@ -36,6 +37,7 @@ class ExchangeSettings:
     history_limit: int
     history_age: float
     highlights: HighlightSettings | None
+    sessions: SessionSettings
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ExchangeSettings:
@@ -61,4 +63,6 @@ class ExchangeSettings:
             history_age=env.duration("HISTORY_AGE", "24h"),
             # Stream highlights, detected live on each channel's chat (needs CACHE_SERVERS).
             highlights=HighlightSettings.from_env(env),
+            # Stream sessions (exchange/sessions.py), with Redis.
+            sessions=SessionSettings.from_env(env),
         )

@@ -46,8 +46,9 @@ from exchange.channels import ChannelLog, ChannelTable, MessageIds, Move
 from exchange.config import ExchangeSettings
 from exchange.highlights import HighlightObserver
 from exchange.history import HistoryWriter
-from exchange.observers import Observer
 from exchange.links import EdgeLink
+from exchange.observers import Observer
+from exchange.sessions import SessionDriver
 
 log = structlog.get_logger()
 
@@ -73,6 +74,8 @@ class ExchangeService:
             self.observers.append(HistoryWriter(self.shards, settings.history_limit, settings.history_age, metrics))
         if self.shards and settings.highlights:
             self.observers.append(HighlightObserver(self.shards, settings.highlights, metrics))
+        if self.shards:
+            self.observers.append(SessionDriver(self.shards, settings.sessions, metrics))
         self.peers: dict[str, tuple[Batcher[Event, int], InternalClient]] = {}  # forwarding, per new owner
         self._sweeper: asyncio.Task[None] | None = None
         self.server = InternalServer(

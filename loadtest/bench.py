@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 
 from common import wire
-from loadtest import highlights, presence, steady
+from loadtest import backfill, highlights, presence, steady
 from loadtest.fleet import FleetConfig, FleetGroup
 from loadtest.measure import commandstats, cpu_by_kind, print_progress
 from loadtest.systems import ChatdSystem, NgircdSystem, RawSystem, Sender, System
@@ -469,6 +469,14 @@ def plot(report: dict[str, Any], path: Path) -> None:
         steady.plot(axis, rows)
     elif scenario == "highlights":
         highlights.plot(axis, rows)
+    elif scenario == "backfill":
+        names = [f"{r['workers']} proc., {r['run']}" for r in rows]
+        axis.bar(names, [r["compute_s"] for r in rows], label="archive and core")
+        axis.bar(names, [r["reconcile_s"] for r in rows], bottom=[r["compute_s"] for r in rows],
+                 label="reconcile with Redis")
+        axis.axhline(60, color="grey", linestyle="--", label="60 s target")
+        axis.set_ylabel(f"seconds for {rows[0]['events_read']:,} events")
+        axis.legend()
     elif scenario == "keepalive":
         axis.bar([r["mode"] for r in rows], [r["requests_per_s"] for r in rows])
         axis.set_ylabel("exchange→edge deliveries (requests/s)")
@@ -487,6 +495,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] 
     "steady": steady.scenario_steady,
     "presence": presence.scenario_presence,
     "highlights": highlights.scenario_highlights,
+    "backfill": backfill.scenario_backfill,
 }
 
 
@@ -526,6 +535,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     steady.add_arguments(parser)
     presence.add_arguments(parser)
     highlights.add_arguments(parser)
+    backfill.add_arguments(parser)
     return parser
 
 
