@@ -37,7 +37,7 @@ class ExchangeSettings:
     history_limit: int
     history_age: float
     highlights: HighlightSettings | None
-    sessions: SessionSettings
+    sessions: SessionSettings | None
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ExchangeSettings:
@@ -64,5 +64,5 @@ class ExchangeSettings:
             # Stream highlights, detected live on each channel's chat (needs CACHE_SERVERS).
             highlights=HighlightSettings.from_env(env),
             # Stream sessions (exchange/sessions.py), with Redis.
-            sessions=SessionSettings.from_env(env),
+            sessions=SessionSettings.from_env(env) if env.choice("SESSIONS", ("on", "off"), "on") == "on" else None,
         )

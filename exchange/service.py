@@ -74,7 +74,7 @@ class ExchangeService:
             self.observers.append(HistoryWriter(self.shards, settings.history_limit, settings.history_age, metrics))
         if self.shards and settings.highlights:
             self.observers.append(HighlightObserver(self.shards, settings.highlights, metrics))
-        if self.shards:
+        if self.shards and settings.sessions:
             self.observers.append(SessionDriver(self.shards, settings.sessions, metrics))
         self.peers: dict[str, tuple[Batcher[Event, int], InternalClient]] = {}  # forwarding, per new owner
         self._sweeper: asyncio.Task[None] | None = None
