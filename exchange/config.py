@@ -19,6 +19,7 @@ class ExchangeSettings:
     cache_timeout: float
     history_limit: int
     history_age: float
+    cluster: str
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ExchangeSettings:
@@ -42,4 +43,5 @@ class ExchangeSettings:
             # (0: keep none).
             history_limit=env.int("HISTORY_LIMIT", 800, minimum=0),
             history_age=env.duration("HISTORY_AGE", "24h"),
+            cluster=env.str("CLUSTER", "main"),  # named in /health (the console's cluster map)
         )
