@@ -197,9 +197,10 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 
 
 def cmd_reshard(args: argparse.Namespace) -> int:
+    from chatd.progress import Progress
     from clue.reshard import run
 
-    return run(args)
+    return run(args, lambda total: Progress(total, "reshard", unit="keys"))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
