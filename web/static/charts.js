@@ -28,7 +28,7 @@ export class LiveChart {
       axes,
       series: [{}, ...series.map((s, i) => ({
         label: s.label, scale: s.scale || "y", stroke: COLORS[i % COLORS.length], width: 2, spanGaps: false,
-        points: { show: false },
+        points: { show: false }, dash: s.dash,
       }))],
     };
   }

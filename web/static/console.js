@@ -128,7 +128,7 @@ function renderTraffic(span) {
   charts.traffic.update(xs, [
     { label: "in", values: received, scale: "in" },
     { label: "accepted", values: rate("accepted"), scale: "in" },
-    { label: "out", values: delivered, scale: "out" },
+    { label: "out", values: delivered, scale: "out", dash: [6, 4] }, // its own axis, on the right
   ]);
   const recent = span.slice(-5);
   const mean = (values) => values.reduce((a, b) => a + (b || 0), 0) / Math.max(values.length, 1);
@@ -239,7 +239,9 @@ function renderPools(span) {
   const highest = {};
   for (const [, frame] of span.slice(-10)) {
     if (!frame) continue;
-    for (const [key, value] of Object.entries(frame.pools)) highest[key] = Math.max(highest[key] || 0, value);
+    for (const [key, value] of Object.entries(frame.pools)) {
+      if (!key.includes("\u0000console ")) highest[key] = Math.max(highest[key] || 0, value); // not the console's own
+    }
   }
   $("pools").tBodies[0].replaceChildren(...Object.entries(highest).sort((a, b) => b[1] - a[1]).slice(0, 12)
     .map(([key, value]) => row([...key.split("\u0000"), value])));
