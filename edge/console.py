@@ -96,6 +96,8 @@ class Console:
                 status, _, answer = await self._client(url).forward(method, path, headers, body)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 failure = f"{url}: {str(exc)[:200] or type(exc).__name__}"
+                log.warning("remote_failed", remote="clue", url=url, op="console", path=path,
+                            reason=type(exc).__name__)
                 continue
             return status, answer
         raise RemoteError("clue", "console", failure)
