@@ -31,7 +31,7 @@ from common.internal_http import InternalClient, RemoteError, json_error
 from common.metrics import Metrics
 from common.wire import MetricsReply, MetricsSample, RouteChange, RouteList, ShardsReply
 from edge.readings import reading, shard_metric_name
-from web import CONSOLE_PAGE
+from web import CONSOLE_PAGE, PAGE_HEADERS
 
 log = structlog.get_logger()
 T = TypeVar("T")
@@ -220,15 +220,6 @@ class Console:
         if status != 200 or not isinstance(data, list):
             return {"available": False, "data": [], "error": f"HTTP {status}"}
         return {"available": True, "data": data}
-
-
-PAGE_HEADERS = {
-    "Cache-Control": "no-cache",
-    # The pages load only their own files and talk only to the edge that served them.
-    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
-                               "style-src 'self' 'unsafe-inline'; frame-ancestors 'self'",
-    "X-Content-Type-Options": "nosniff",
-}
 
 
 def name_of(kind: str, cluster: str, url: str, clue_urls: dict[str, list[str]],

@@ -39,7 +39,7 @@ from common.wire import TailRequest as Tail
 from edge import delivery, ircv3
 from edge.config import EdgeSettings
 from edge.connections import ClientConnection, WebSocketConnection
-from edge.console import PAGE_HEADERS, Console
+from edge.console import Console
 from edge.eventsub import EventSubHub
 from edge.hub import Hub
 from edge.ircv3 import ChatHistory
@@ -57,7 +57,7 @@ from edge.session import (
 )
 from edge.subscriptions import ExchangeLink
 from edge.upstream import Clusters
-from web import CHAT_PAGE
+from web import CHAT_PAGE, PAGE_HEADERS
 
 log = structlog.get_logger()
 
