@@ -56,6 +56,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             shown = "  ".join(component.addresses[key] for key in ("irc", "ws", "http") if key in component.addresses)
             print(f"{name:<17} {shown}", flush=True)
         print(f"{'logs':<17} {cluster.log_dir}", flush=True)
+        edge = cluster.components.get("edge-0")
+        if edge is not None and "ws" in edge.addresses:
+            print(f"{'chat page':<17} {http_url(edge.addresses['ws'])}/", flush=True)
+            print(f"{'console':<17} {http_url(edge.addresses['ws'])}/console  (`chatd console` prints it with its "
+                  "token)", flush=True)
         print("ready", flush=True)
         await stop.wait()  # meanwhile the cluster restarts whatever exits, and logs it
         await cluster.stop()
@@ -99,6 +104,34 @@ def config_from_toml(path: Path, base):
         extra_clusters=extra,
         env={str(k): str(v) for k, v in data.get("env", {}).items()},
     )
+
+
+def http_url(address: str) -> str:
+    """An edge's `ws://host:port` as the http:// base a browser opens."""
+    return "http" + address[2:] if address.startswith("ws") else address
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    """The console's address with its admin token, for the cluster `chatd up` runs from this directory."""
+    import json
+
+    from chatd.cluster import load_or_create_secret
+
+    data_dir = _data_dir(args.data_dir)
+    described = data_dir / "cluster.json"
+    if not described.exists():
+        print(f"chatd console: no cluster described in {described}; start one with `chatd up`", file=sys.stderr)
+        return 2
+    edges = json.loads(described.read_text()).get("edges", {})
+    edge = edges.get(f"edge-{args.edge}", {})
+    if "ws" not in edge:
+        print(f"chatd console: the cluster has no edge-{args.edge} (it has {', '.join(sorted(edges)) or 'none'})",
+              file=sys.stderr)
+        return 2
+    token = os.environ.get("CONSOLE_TOKEN") or load_or_create_secret(data_dir, "internal-token",
+                                                                      "CHAT_INTERNAL_TOKEN")
+    print(f"{http_url(edge['ws'])}/console#token={token}")
+    return 0
 
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
@@ -186,9 +219,10 @@ def cmd_sessions_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_reshard(args: argparse.Namespace) -> int:
+    from chatd.progress import Progress
     from clue.reshard import run
 
-    return run(args)
+    return run(args, lambda total: Progress(total, "reshard", unit="keys"))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -239,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "Twitch-compatible IRC server")
     highlights_arguments(highlights)
     highlights.set_defaults(handler=cmd_highlights)
+
     from chatd.backfill import add_arguments as backfill_arguments
     from chatd.sessions import add_broadcast_arguments, add_list_arguments
 
@@ -254,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     backfill = sessions_sub.add_parser("backfill", help="recompute a day's sessions from the archive and repair Redis")
     backfill_arguments(backfill)
     backfill.set_defaults(handler=cmd_sessions_backfill)
+
+    console = sub.add_parser("console", help="print the operator console's link, with its admin token")
+    console.add_argument("--edge", type=int, default=0, help="which edge serves it (default 0)")
+    console.add_argument("--data-dir")
+    console.set_defaults(handler=cmd_console)
 
     bench = sub.add_parser("bench", add_help=False,
                            help="side-by-side benchmarks (`chatd bench --help` lists the scenarios)")

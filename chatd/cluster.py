@@ -56,11 +56,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def load_or_create_secret(data_dir: Path) -> str:
-    """CHAT_SECRET from the environment, else the data dir's secret file."""
-    if os.environ.get("CHAT_SECRET"):
-        return os.environ["CHAT_SECRET"]
-    path = data_dir / "secret"
+def load_or_create_secret(data_dir: Path, name: str = "secret", variable: str = "CHAT_SECRET") -> str:
+    """`variable` from the environment, else the data dir's file `name` (made, readable by its owner only)."""
+    if os.environ.get(variable):
+        return os.environ[variable]
+    path = data_dir / name
     if path.exists():
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,8 @@ class LocalCluster:
         self.data_dir = config.data_dir
         self.log_dir = config.data_dir / "logs"
         self.secret = load_or_create_secret(config.data_dir)
-        self.internal_token = secrets.token_urlsafe(24)
+        # Kept in the data dir like the secret: `chatd console` reads it (the console's admin token).
+        self.internal_token = load_or_create_secret(config.data_dir, "internal-token", "CHAT_INTERNAL_TOKEN")
         self.components: dict[str, Component] = {}
         self.redis_addresses: list[str] = []
         # Per cluster; `exchange_urls` and `clue_urls` are the main cluster's.
@@ -255,6 +256,8 @@ class LocalCluster:
             "cache_servers": self.redis_addresses,
             "clue_urls": self.cluster_clue_urls,
             "exchange_urls": self.cluster_exchange_urls,
+            "edges": {name: component.addresses for name, component in sorted(self.components.items())
+                      if name.startswith("edge-")},
         }, indent=2) + "\n")
 
     async def start_edge(self, index: int) -> Component:

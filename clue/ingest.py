@@ -18,6 +18,7 @@ from clue.channels import ChannelCache, ChannelState
 from clue.commands import Commands, Role, role_of
 from clue.config import ClueSettings
 from clue.emotes import emotes_tag
+from clue.modlog import ModerationLog, entry_for, is_moderation
 from clue.publisher import Exchanges
 from common.shards import ShardSet, ShardUnavailable, channel_key, pipeline_call
 from clue.validation import Check, now_ms, run_checks
@@ -72,13 +73,14 @@ def refusal(metrics: Metrics, channel: str, msg_id: str, **fill: Any) -> Outcome
 
 class Ingest:
     def __init__(self, settings: ClueSettings, metrics: Metrics, shards: ShardSet, channels: ChannelCache,
-                 exchanges: Exchanges, commands: Commands) -> None:
+                 exchanges: Exchanges, commands: Commands, modlog: ModerationLog) -> None:
         self.settings = settings
         self.metrics = metrics
         self.shards = shards
         self.channels = channels
         self.exchanges = exchanges
         self.commands = commands
+        self.modlog = modlog
         self.check_budget = min(max(MIN_CHECK_BUDGET, 4 * settings.cache_timeout),
                                 0.6 * settings.common.http_timeout)
 
@@ -185,6 +187,8 @@ class Ingest:
                 await self.exchanges.publish(event)
         except (ShardUnavailable, RemoteError):
             return refusal(self.metrics, state.name, UNAVAILABLE)
+        if outcome.ok and is_moderation(text):
+            await self.modlog.record(entry_for(identity, state.name, text, now_ms()))
         self.metrics.incr(f"commands.{'done' if outcome.ok else 'refused'}")
         return outcome.answer(state.name)
 

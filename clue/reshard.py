@@ -13,6 +13,8 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
+from typing import Protocol
 
 import redis.asyncio as aioredis
 
@@ -20,19 +22,46 @@ from common.config import parse_address
 from common.ring import Ring
 
 SCAN_BATCH = 500
+PROGRESS_EVERY = 100  # keys between two updates of the progress bar
 
 
-async def reshard(old: list[str], new: list[str]) -> dict:
+class Progress(Protocol):
+    """chatd.progress.Progress, as the command line hands it in (a bar on a terminal, lines elsewhere)."""
+
+    def advance(self, amount: int = 1) -> None: ...
+    def note(self, text: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class Quiet:
+    def advance(self, amount: int = 1) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+async def reshard(old: list[str], new: list[str],
+                  progress: Callable[[int | None], Progress] = lambda total: Quiet()) -> dict:
+    """Move the keys of the `old` shards whose owner on the `new` ring changed;
+    `progress(total keys)` is told of every key looked at."""
     ring = Ring(new)
     clients = {address: _client(address) for address in dict.fromkeys(old + new)}
     moved: dict[str, int] = {}
     total = 0
     try:
+        shown = progress(sum([await clients[source].dbsize() for source in old]))
         for source in old:
             client = clients[source]
-            count = 0
+            count = seen = 0
             async for key in client.scan_iter(count=SCAN_BATCH):
                 total += 1
+                seen += 1
+                if seen % PROGRESS_EVERY == 0:
+                    shown.advance(PROGRESS_EVERY)
                 owner = ring.node_for(key.decode())
                 if owner == source:
                     continue
@@ -42,7 +71,10 @@ async def reshard(old: list[str], new: list[str]) -> dict:
                 await clients[owner].restore(key, max(int(ttl), 0), dump, replace=True)
                 await client.delete(key)
                 count += 1
+            shown.advance(seen % PROGRESS_EVERY)
+            shown.note(f"{source}: moved {count:,} of its {seen:,} keys")
             moved[source] = count
+        shown.close()
     finally:
         for client in clients.values():
             await client.aclose()
@@ -66,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", dest="new", required=True, help="the new CACHE_SERVERS (host:port,...)")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, progress: Callable[[int | None], Progress] = lambda total: Quiet()) -> int:
     try:
         old = [f"{h}:{p}" for h, p in (parse_address(a) for a in args.old.split(",") if a.strip())]
         new = [f"{h}:{p}" for h, p in (parse_address(a) for a in args.new.split(",") if a.strip())]
@@ -77,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         print("chatd reshard: --from and --to each need at least one host:port", file=sys.stderr)
         return 2
     try:
-        result = asyncio.run(reshard(old, new))
+        result = asyncio.run(reshard(old, new, progress))
     except (OSError, aioredis.RedisError) as exc:
         print(f"chatd reshard: {exc}", file=sys.stderr)
         return 1

@@ -17,7 +17,9 @@ from clue.helix import Helix
 from clue.highlights import HighlightsApi
 from clue.history import HistoryReader
 from clue.ingest import Ingest
+from clue.modlog import ModerationLog
 from clue.oauth import OAuth, OAuthError
+from clue.operator import OperatorApi
 from clue.presence import Presence
 from clue.publisher import Exchanges
 from clue.recent import HistoryApi
@@ -27,7 +29,7 @@ from clue.sessions import SessionsApi
 from clue.triggers import Triggers
 from clue.validation import load_scripts
 from common import twitch
-from common.internal_http import ApiError, InternalServer, RemoteError, read_body, reply
+from common.internal_http import ApiError, InternalServer, RemoteError, metrics_route, read_body, reply
 from common.metrics import Metrics
 from common.shards import ShardSet, ShardUnavailable, pipeline_call, user_key
 from common.tasks import cancel_and_wait
@@ -67,7 +69,9 @@ class ClueService:
         self.oauth = OAuth(settings.chat_secret, self.accounts)
         self.commands = Commands(self.shards, self.channels, self.accounts, settings.common.server_name,
                                  self.exchange.lookup)
-        self.ingest = Ingest(settings, metrics, self.shards, self.channels, self.exchange, self.commands)
+        self.modlog = ModerationLog(self.shards, metrics)
+        self.ingest = Ingest(settings, metrics, self.shards, self.channels, self.exchange, self.commands,
+                             self.modlog)
         self.presence = Presence(self.shards, self.exchange, settings.membership_limit, settings.presence_expiry)
         self.helix = Helix(self.oauth, self.accounts, self.channels, self.shards, self.ingest, self.commands,
                            self.exchange, self.presence)
@@ -97,7 +101,9 @@ class ClueService:
                 web.post("/oauth2/revoke", self.oauth.on_revoke),
                 web.post("/oauth2/authorize", self.oauth.on_authorize),
                 *self.helix.routes(),
+                *OperatorApi(self.shards, self.routes, list(settings.exchange_urls), self.modlog).routes(),
                 web.get("/health", self._on_health),
+                metrics_route(metrics),
             ],
         )
         self.addresses: dict[str, str] = {}
@@ -140,7 +146,7 @@ class ClueService:
 
     # ---- handlers for edges
     async def _on_health(self, request: web.Request) -> web.Response:
-        return reply({"ok": True})
+        return reply({"ok": True, "cluster": self.settings.cluster})
 
     async def _on_login(self, request: web.Request) -> web.Response:
         body = await read_body(request, LoginRequest)

@@ -114,6 +114,19 @@ def internal_auth_middleware(token: str):
     return middleware
 
 
+def metrics_route(metrics: Metrics) -> web.RouteDef:
+    """`GET /v1/metrics?since=<ms>`: the samples this process kept (common.metrics), for the console."""
+
+    async def handler(request: web.Request) -> web.Response:
+        try:
+            since = int(request.query.get("since", "0"))
+        except ValueError:
+            raise ApiError(400, "since must be milliseconds since the epoch") from None
+        return reply(wire.MetricsReply(metrics.service, metrics.since(since)))
+
+    return web.get("/v1/metrics", handler)
+
+
 class InternalClient:
     """A keepalive connection pool to one remote service."""
 

@@ -20,6 +20,9 @@ reads sender, text and time as fields instead of parsing lines back.
     edge → exchange    SubscribeRequest / SyncRequest / HeartbeatRequest → SubscriptionReply,
                        RangeRequest → EventRange, OutcomeRequest → OutcomeReply
     exchange → edge    DeliverBatch → DeliverReply
+    any service → edge MetricsReply (its last minutes of metrics), and from clue ShardsReply,
+                       RouteList (RouteChange moves a channel), ModerationLog (the operator console)
+    clue → Redis       ModerationEntry (a channel's moderation log)
 """
 from __future__ import annotations
 
@@ -442,6 +445,78 @@ class DeliverBatch(msgspec.Struct):
 
 class DeliverReply(msgspec.Struct):
     delivered: int
+
+
+# ---- what the operator console reads (edge/console.py asks every service)
+
+
+class TimerSummary(msgspec.Struct, array_like=True, gc=False):
+    count: int
+    p50: float  # milliseconds
+    p99: float
+    max: float
+
+
+class MetricsSample(msgspec.Struct, gc=False):
+    """One flush of a process's metrics (common.metrics), kept in process beside the statsd export."""
+
+    t: int  # when it was flushed, ms since the epoch
+    seconds: float  # the interval it covers
+    counters: dict[str, int]
+    gauges: dict[str, float]
+    timers: dict[str, TimerSummary]
+    top: dict[str, dict[str, int]] = {}  # per-key counts (messages per channel): the busiest few
+
+
+class MetricsReply(msgspec.Struct):
+    service: str  # edge, clue or exchange
+    samples: list[MetricsSample]
+
+
+class ShardStatus(msgspec.Struct, omit_defaults=True):
+    """A Redis shard as `INFO` shows it (counts since the server started), or why it did not answer."""
+
+    address: str
+    ok: bool
+    commands: int = 0
+    clients: int = 0
+    memory: int = 0  # bytes
+    error: str = ""
+
+
+class ShardsReply(msgspec.Struct):
+    shards: list[ShardStatus]
+
+
+class RouteEntry(msgspec.Struct):
+    channel: str
+    cluster: str
+    version: int
+
+
+class RouteList(msgspec.Struct):
+    clusters: list[str]  # every cluster a channel may be moved to
+    routes: list[RouteEntry]  # channels routed away from main (or back), by name
+
+
+class RouteChange(msgspec.Struct):
+    channel: str
+    cluster: str
+
+
+class ModerationEntry(msgspec.Struct, omit_defaults=True):
+    """A moderation action that was carried out (clue.modlog)."""
+
+    ts: int  # ms since the epoch
+    channel: str
+    moderator: str  # login
+    action: str  # the command's name: ban, timeout, delete, slow, mod, …
+    target: str = ""  # a login, or a message id for delete
+    detail: str = ""  # what else the command said: a duration, a reason
+
+
+class ModerationLog(msgspec.Struct):
+    entries: list[ModerationEntry]  # newest first
 
 
 # ---- one codec

@@ -36,6 +36,7 @@ class EdgeSettings:
     drain_timeout: float
     presence_interval: float
     presence_refresh: float
+    console_token: str  # "": no console
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> EdgeSettings:
@@ -80,9 +81,19 @@ class EdgeSettings:
             presence_interval=env.duration("EDGE_PRESENCE_INTERVAL", "1s"),
             # Members still here are re-asserted this often (clue forgets them after PRESENCE_EXPIRY).
             presence_refresh=env.duration("EDGE_PRESENCE_REFRESH", "5m"),
+            console_token=console_token(env),
         )
         if bool(settings.tls_cert) != bool(settings.tls_key):
             raise ConfigError("EDGE_TLS_CERT and EDGE_TLS_KEY must be set together")
         for cluster in settings.clue_urls.keys() ^ settings.exchange_urls.keys():
             raise ConfigError(f"cluster {cluster!r} needs both CLUE_URLS and EXCHANGE_URLS settings")
         return settings
+
+
+def console_token(env: Env) -> str:
+    """The operator console's admin token: CONSOLE_TOKEN, by default the internal token; `off`: no console."""
+    if env.str("CONSOLE_TOKEN", "").strip().lower() == "off":
+        return ""
+    if env.str("CONSOLE_TOKEN", ""):
+        return env.secret("CONSOLE_TOKEN")
+    return env.secret("CHAT_INTERNAL_TOKEN")

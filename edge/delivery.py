@@ -9,6 +9,7 @@ message is skipped for that message only.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 from common.wire import Event
 from edge import ircv3
@@ -70,8 +71,9 @@ def _payload(messages: list[Encoded], variant: int, skip_origin: str | None = No
     return b"".join(parts), len(parts)
 
 
-def deliver(hub: Hub, edge_id: str, events: list[Event]) -> int:
-    """Write events, already in order, to local subscribers; returns deliveries."""
+def deliver(hub: Hub, edge_id: str, events: list[Event], counted: Callable[[str, int], None] | None = None) -> int:
+    """Write events, already in order, to local subscribers; returns deliveries
+    (and tells `counted` each channel's)."""
     by_channel: defaultdict[str, list[Event]] = defaultdict(list)
     for event in events:
         if event.line:  # events with no IRC line are for EventSub (or control) alone
@@ -83,6 +85,7 @@ def deliver(hub: Hub, edge_id: str, events: list[Event]) -> int:
         members = hub.members(channel)
         if not members:
             continue
+        before = delivered
         messages = [Encoded(event) for event in channel_events]
         # Connections on this edge that sent one of these messages.
         senders = {
@@ -107,4 +110,6 @@ def deliver(hub: Hub, edge_id: str, events: list[Event]) -> int:
             if count:
                 conn.write(payload)
                 delivered += count
+        if counted is not None:
+            counted(channel, delivered - before)
     return delivered

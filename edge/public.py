@@ -5,7 +5,9 @@ aiohttp app: Helix and OAuth in Twitch's layout (`/helix/…`, `/oauth2/…`) an
 the Twitch CLI's mock layout (`/mock/…`, `/auth/…`, `/eventsub/subscriptions`),
 EventSub over WebSocket at `/ws`, and chatd's own `/api/v1/…`. API calls are
 forwarded, as they came, to a clue over this edge's keepalive pool; the edge
-only hosts what must stay connected (EventSub sessions).
+only hosts what must stay connected (EventSub sessions). A browser's plain GET
+of `/` gets the chat page, its files come from `/assets/` (the `web` package),
+and the operator console lives at `/console` (edge/console.py).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from common.internal_http import json_error
+from web import ASSETS, ASSETS_PATH
 
 # Headers a forwarded call keeps, both ways.
 REQUEST_HEADERS = ("Authorization", "Client-Id", "Content-Type")
@@ -42,8 +45,9 @@ async def preflight(request: web.Request) -> web.Response:
 
 
 def public_app(forward: Forward, eventsub: Callable[[web.Request], Awaitable[web.StreamResponse]],
-               index: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
-    """The app; `forward(method, path, query, headers, body)` reaches a clue."""
+               index: Callable[[web.Request], Awaitable[web.StreamResponse]],
+               more: list[web.RouteDef] = ()) -> web.Application:
+    """The app; `forward(method, path, query, headers, body)` reaches a clue; `more`: the console's routes."""
 
     def to(prefix: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
@@ -76,4 +80,6 @@ def public_app(forward: Forward, eventsub: Callable[[web.Request], Awaitable[web
     app.router.add_route("OPTIONS", "/api/v2/{tail:.*}", preflight)
     app.router.add_get("/ws", eventsub)
     app.router.add_get("/", index)
+    app.router.add_static(ASSETS_PATH, ASSETS)
+    app.add_routes(more)
     return app

@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 
 from common import twitch, wire
-from common.internal_http import InternalServer, RemoteError, read_body, reply, url_host
+from common.internal_http import InternalServer, RemoteError, metrics_route, read_body, reply, url_host
 from common.irc import LineTooLong
 from common.metrics import Metrics
 from common.tasks import cancel_and_wait
@@ -39,6 +39,7 @@ from common.wire import TailRequest as Tail
 from edge import delivery, ircv3
 from edge.config import EdgeSettings
 from edge.connections import ClientConnection, WebSocketConnection
+from edge.console import Console
 from edge.eventsub import EventSubHub
 from edge.hub import Hub
 from edge.ircv3 import ChatHistory
@@ -56,6 +57,7 @@ from edge.session import (
 )
 from edge.subscriptions import ExchangeLink
 from edge.upstream import Clusters
+from web import CHAT_PAGE, PAGE_HEADERS
 
 log = structlog.get_logger()
 
@@ -89,7 +91,8 @@ class EdgeService:
         self._servers: list[asyncio.AbstractServer] = []
         self.server = InternalServer(
             settings.common.internal_token,
-            [web.post("/v1/deliver", self._on_deliver), web.get("/health", self._on_health)],
+            [web.post("/v1/deliver", self._on_deliver), web.get("/health", self._on_health),
+             metrics_route(metrics)],
         )
         self.clusters: Clusters | None = None
         self._keepalive: asyncio.Task[None] | None = None
@@ -98,9 +101,15 @@ class EdgeService:
         self.public_ws_url = settings.public_url
         self.eventsub = EventSubHub(self, settings.common.internal_token)
         self._controls: asyncio.Queue[Event] = asyncio.Queue()
-        self._public = web.AppRunner(public_app(self._forward, self.eventsub.handle, self._index), access_log=None)
+        self.console = Console(settings.console_token, metrics, settings.common.internal_token, settings.edge_id,
+                               settings.clue_urls, settings.exchange_urls) if settings.console_token else None
+        self._public = web.AppRunner(public_app(self._forward, self.eventsub.handle, self._index,
+                                                self.console.routes() if self.console else []), access_log=None)
         metrics.gauge_from("connections", lambda: len(self.conns))
         metrics.gauge_from("channels", lambda: len(self.hub))
+        for kind in ("tcp", "ws"):
+            metrics.gauge_from(f"connections.{kind}", lambda kind=kind: self.open_connections(kind))
+        metrics.gauge_from("eventsub.sessions", lambda: len(self.eventsub.sessions))
 
     # ---- lifecycle
     async def start(self) -> None:
@@ -108,6 +117,9 @@ class EdgeService:
         bound_url = await self.server.start(self.settings.http_listen)
         edge_url = self.settings.advertised_url or bound_url
         self.addresses["http"] = edge_url
+        if self.console is not None:
+            self.console.edge_url = edge_url
+            self.console.health = self.health
 
         self.clusters = Clusters(
             self.settings.clue_urls, self.settings.exchange_urls, edge_url, self.settings.common.internal_token,
@@ -167,6 +179,8 @@ class EdgeService:
         if self.clusters is not None:
             await self.clusters.close()
         await self._public.cleanup()
+        if self.console is not None:
+            await self.console.close()
         await self.server.stop()
 
     # ---- connections (edge.connections.ConnectionHost)
@@ -189,6 +203,10 @@ class EdgeService:
 
     def connection_opened(self, conn: ClientConnection) -> None:
         self.metrics.incr(f"connections.opened.{conn.kind}")
+
+    def open_connections(self, kind: str) -> int:
+        """Connections of one transport open for chat (a gauge: counted once a second, not kept up to date)."""
+        return sum(1 for conn in self.conns.values() if conn.open and conn.kind == kind)
 
     def hand_off(self, conn: ClientConnection, data: bytes) -> None:
         """A request on the WebSocket port that is not IRC: the public HTTP app serves it."""
@@ -470,13 +488,20 @@ class EdgeService:
         if not events:
             return 0
         with self.metrics.timer("fanout"):
-            delivered = delivery.deliver(self.hub, self.settings.edge_id, events)
+            delivered = delivery.deliver(self.hub, self.settings.edge_id, events, self._count_channel)
         self.eventsub.deliver(events)
+        now_ms = time.time() * 1000
         for event in events:
             if event.control is not None:
                 self._controls.put_nowait(event)
+            elif event.command == "PRIVMSG" and event.sent_ms:
+                # tmi-sent-ts (clue accepted it) → written to this edge's clients: the console's end-to-end time.
+                self.metrics.timing("delivery.lag", now_ms - event.sent_ms)
         self.metrics.incr("messages.delivered", delivered)
         return delivered
+
+    def _count_channel(self, channel: str, delivered: int) -> None:
+        self.metrics.count_top("channel.out", channel, delivered)
 
     async def _apply_controls(self) -> None:
         """EventSub subscriptions for this edge's sessions, one at a time, in order."""
@@ -585,13 +610,17 @@ class EdgeService:
         key = headers.get("Authorization", path)
         return await self.clusters.main.forward(key, method, path + ("?" + query if query else ""), headers, body)
 
-    async def _index(self, request: web.Request) -> web.Response:
-        return web.Response(text=f"chatd edge {self.settings.edge_id}: IRC over WebSocket at {self.public_ws_url}/, "
-                                 "EventSub at /ws, Helix at /helix/, OAuth at /oauth2/\n")
+    async def _index(self, request: web.Request) -> web.FileResponse:
+        """The chat page: a browser's plain GET of `/` (IRC over WebSocket upgrades `/` before this)."""
+        return web.FileResponse(CHAT_PAGE, headers=PAGE_HEADERS)
 
     async def _on_health(self, request: web.Request) -> web.Response:
-        return reply({
+        return reply(self.health())
+
+    def health(self) -> dict[str, Any]:
+        return {
             "ok": True,
+            "edge_id": self.settings.edge_id,
             "connections": len(self.conns),
             "paused": sum(conn.paused for conn in self.conns.values()),
             "channels": len(self.hub),
@@ -599,7 +628,7 @@ class EdgeService:
             "sequence_healed": self.ordering.healed,
             "duplicates_dropped": self.ordering.duplicates,
             "eventsub_sessions": len(self.eventsub.sessions),
-        })
+        }
 
 
 def fallback_user_state(identity: wire.Identity, message_id: str) -> dict[str, str]:

@@ -38,6 +38,7 @@ class ExchangeSettings:
     history_age: float
     highlights: HighlightSettings | None
     sessions: SessionSettings | None
+    cluster: str
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ExchangeSettings:
@@ -65,4 +66,5 @@ class ExchangeSettings:
             highlights=HighlightSettings.from_env(env),
             # Stream sessions (exchange/sessions.py), with Redis.
             sessions=SessionSettings.from_env(env) if env.choice("SESSIONS", ("on", "off"), "on") == "on" else None,
+            cluster=env.str("CLUSTER", "main"),  # named in /health (the console's cluster map)
         )

@@ -19,7 +19,7 @@ from aiohttp import web
 from common import twitch, wire
 from common.batch import Batcher
 from common.config import parse_url
-from common.internal_http import ApiError, InternalClient, InternalServer, read_body, reply
+from common.internal_http import ApiError, InternalClient, InternalServer, metrics_route, read_body, reply
 from common.metrics import Metrics
 from common.shards import ShardSet
 from common.tasks import cancel_and_wait
@@ -92,6 +92,7 @@ class ExchangeService:
                 web.post("/v1/move", self._on_move),
                 web.get("/v1/channels/{channel}", self._on_channel),
                 web.get("/health", self._on_health),
+                metrics_route(metrics),
             ],
         )
         self.addresses: dict[str, str] = {}
@@ -240,6 +241,7 @@ class ExchangeService:
             for observer in self.observers:
                 observer.observe(event)
             seqs.append(channel.seq)
+            self.metrics.count_top("channel.in", event.channel)
             for link in channel.subscribers:
                 link.enqueue(encoded)
         self.metrics.incr("messages.published", len(events))
@@ -339,4 +341,5 @@ class ExchangeService:
         return reply(LookupReply(login=event.login, text=event.text, sent_ms=event.sent_ms))
 
     async def _on_health(self, request: web.Request) -> web.Response:
-        return reply({"ok": True, "boot": self.boot, "edges": len(self.edges), "channels": len(self.channels)})
+        return reply({"ok": True, "boot": self.boot, "cluster": self.settings.cluster, "edges": len(self.edges),
+                      "channels": len(self.channels), "edge_urls": sorted(self.edges)})

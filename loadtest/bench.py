@@ -26,7 +26,7 @@ import aiohttp
 from common import wire
 from loadtest import backfill, highlights, presence, steady
 from loadtest.fleet import FleetConfig, FleetGroup
-from loadtest.measure import commandstats, cpu_by_kind, print_progress
+from loadtest.measure import commandstats, cpu_by_kind, print_progress, progress_of
 from loadtest.systems import ChatdSystem, NgircdSystem, RawSystem, Sender, System
 from loadtest.traffic import drive, zipf_sizes
 
@@ -499,6 +499,21 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] 
 }
 
 
+def steps(args: argparse.Namespace) -> int | None:
+    """How many results a scenario prints, each a step of its progress bar."""
+    baseline = 1 if args.baseline_code else 0
+    ingest_versions = len(set(args.history)) + baseline
+    return {
+        "fanout": args.rounds * (len(args.systems) + baseline) * len(args.subscribers),
+        "e2e": len(args.rates),
+        "ingest": args.rounds * ingest_versions,
+        "memory": len(args.transports),
+        "keepalive": 2,
+        "steady": (len(args.steady_systems) + baseline) * len(args.rates),
+        "presence": 2,
+    }.get(args.scenario)
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="chatd bench")
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
@@ -550,7 +565,8 @@ def run(args: argparse.Namespace) -> int:
     if args.duration is None:
         args.duration = {"e2e": 10.0, "ingest": 5.0}.get(args.scenario, 10.0)
     report = {"scenario": args.scenario, "machine": machine()}
-    report.update(uvloop.run(SCENARIOS[args.scenario](args)))
+    with progress_of(steps(args), f"bench {args.scenario}"):
+        report.update(uvloop.run(SCENARIOS[args.scenario](args)))
     print_table(report)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -2,14 +2,17 @@
 Redis commands per shard; and how they report progress."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from chatd.progress import Progress
 from loadtest.systems import System
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -40,5 +43,26 @@ async def commandstats(address: str) -> Counter[str]:
                     for name, stats in info.items() if name != "cmdstat_info"})
 
 
+_progress: Progress | None = None  # the running scenario's (one per `chatd bench`)
+
+
+@contextlib.contextmanager
+def progress_of(steps: int | None, label: str) -> Iterator[Progress]:
+    """A scenario's progress: `steps` results to come (a system at a size, a rate, …)."""
+    global _progress
+    with Progress(steps, label, unit="steps") as progress:
+        _progress = progress
+        try:
+            yield progress
+        finally:
+            _progress = None
+
+
 def print_progress(result: dict[str, Any]) -> None:
-    print("  " + "  ".join(f"{k}={v}" for k, v in result.items() if k != "latencies_ms"), file=sys.stderr, flush=True)
+    """One step's result, on stderr: a line under the bar (or among the plain lines), and a step done."""
+    line = "  ".join(f"{k}={v}" for k, v in result.items() if not isinstance(v, (dict, list)))
+    if _progress is None:
+        print("  " + line, file=sys.stderr, flush=True)
+        return
+    _progress.note(line)
+    _progress.advance()

@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from loadtest.fleet import FleetConfig, FleetGroup
-from loadtest.measure import cpu_by_kind
+from loadtest.measure import cpu_by_kind, print_progress
 from loadtest.systems import ChatdSystem, NgircdSystem, RawSystem, Sender, System
 from loadtest.traffic import drive, zipf_sizes
 
@@ -74,18 +73,13 @@ async def run_system(system: System, args: argparse.Namespace) -> list[dict[str,
                 result["edge_us_per_delivery"] = round(spent.get("edge", 0.0) * 1e6 / delivered, 2)
                 result["clue_us_per_message"] = round(spent.get("clue", 0.0) * 1e6 / max(result["sent"], 1), 1)
             results.append(result)
-            yield_progress(result)
+            print_progress(result)
         return results
     finally:
         for sender in senders:
             await sender.close()
         for fleet in fleets:
             await fleet.stop()
-
-
-def yield_progress(result: dict[str, Any]) -> None:
-    shown = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
-    print("  " + "  ".join(f"{k}={v}" for k, v in shown.items()), file=sys.stderr, flush=True)
 
 
 def plot(axis, rows: list[dict[str, Any]]) -> None:

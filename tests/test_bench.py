@@ -50,6 +50,9 @@ def test_bench_scenario_runs_and_writes_json_and_plot(tmp_path, scenario):
     assert {row["system"] for row in report["results"]} == systems
     assert f"scenario: {scenario}" in result.stdout  # the printed table
     assert output.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    # Not on a terminal: progress comes as plain lines on stderr, the last one saying every step is done.
+    steps = len(report["results"])
+    assert f"bench {scenario}: {steps}/{steps} steps (100 %) in " in result.stderr, result.stderr[-2000:]
     if scenario == "fanout":
         assert all(row["delivered"] == row["expected"] for row in report["results"])
         assert {"chatd/ngircd", "chatd/raw"} <= set(report["ratios"][0])

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 from support import IrcClient
 
@@ -109,6 +110,16 @@ async def test_chatd_up_runs_a_cluster_keeps_state_and_leaves_nothing_behind(tmp
             assert f":{port}" in printed
         children = children_of(up.process.pid)
         assert len(children) >= 3 + 1 + 1 + 2  # shards, exchange, clue, edges
+        assert f":{up.ws[0]}/console" in printed
+
+        # `chatd console` prints the console's link with the admin token that opens it.
+        link = subprocess.run([CHATD, "console"], cwd=tmp_path, capture_output=True, text=True, timeout=60).stdout
+        base, _, token = link.strip().partition("/console#token=")
+        assert base.endswith(f":{up.ws[0]}") and len(token) >= 16
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/console/api/state", headers={"Authorization": f"Bearer {token}"}) as answer:
+                assert answer.status == 200
+                assert {node["kind"] for node in (await answer.json())["nodes"]} == {"edge", "clue", "exchange"}
 
         alice = await IrcClient.tcp(up.irc[0], "alice")
         await alice.register("alice", token_from_cli(tmp_path, "alice"))

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
-PACKAGES = ("analytics", "chatd", "common", "edge", "clue", "exchange", "loadtest")
+PACKAGES = ("analytics", "chatd", "common", "edge", "clue", "exchange", "loadtest", "web")
 
 
 def imports_of(path: Path) -> set[str]:

@@ -56,6 +56,10 @@ async def test_adding_a_shard_keeps_bans_roles_and_modes(tmp_path):
         assert result["keys"] > 100
         assert 0.12 < result["moved_share"] < 0.40, result  # about 1/4
         assert await dbsize(cluster.redis_addresses[3]) == result["moved"]
+        # Not a terminal: plain progress lines on stderr, one per shard and a closing one.
+        said = stderr.decode().splitlines()
+        assert [line for line in said if line.startswith(f"reshard: {old[0]}: moved ")], said
+        assert said[-1].startswith(f"reshard: {result['keys']:,}/") and said[-1].endswith(" done"), said
 
         await cluster.restart("clue-0")  # now on four shards
         await troll.send(f"PRIVMSG {channel} :am I free?")
