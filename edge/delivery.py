@@ -70,14 +70,15 @@ def _payload(messages: list[Encoded], variant: int, skip_origin: str | None = No
     return b"".join(parts), len(parts)
 
 
-def deliver(hub: Hub, edge_id: str, events: list[Event]) -> int:
-    """Write events, already in order, to local subscribers; returns deliveries."""
+def deliver(hub: Hub, edge_id: str, events: list[Event]) -> tuple[int, int]:
+    """Write events, already in order, to local subscribers; returns (deliveries, writes):
+    their ratio is how many messages a write carried."""
     by_channel: defaultdict[str, list[Event]] = defaultdict(list)
     for event in events:
         if event.line:  # events with no IRC line are for EventSub (or control) alone
             by_channel[event.channel].append(event)
 
-    delivered = 0
+    delivered = writes = 0
     origin_prefix = edge_id + "/"
     for channel, channel_events in by_channel.items():
         members = hub.members(channel)
@@ -107,4 +108,5 @@ def deliver(hub: Hub, edge_id: str, events: list[Event]) -> int:
             if count:
                 conn.write(payload)
                 delivered += count
-    return delivered
+                writes += 1
+    return delivered, writes
