@@ -25,6 +25,7 @@ from websockets.uri import parse_uri
 
 CONNECT_CONCURRENCY = 200
 LATENCY_SAMPLES_MAX = 200_000
+REJOIN_DELAY = 1.0  # s (to twice this) before a JOIN the server refused for now is sent again
 
 
 @dataclass
@@ -79,6 +80,10 @@ class Member(asyncio.Protocol, metaclass=abc.ABCMeta):
         lines.append(f"JOIN {self.channel}")
         return "".join(line + "\r\n" for line in lines).encode()
 
+    def rejoin(self) -> None:
+        if not self.ready.done():
+            self.send(f"JOIN {self.channel}\r\n".encode())
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.fleet.open -= 1
         if not self.ready.done():
@@ -95,6 +100,9 @@ class Member(asyncio.Protocol, metaclass=abc.ABCMeta):
             window = self._tail + data
             if b" 366 " in window:
                 self.ready.set_result(None)
+            elif b"msg_join_failed" in window:  # the server could not take it now: again, as clients do
+                asyncio.get_running_loop().call_later(REJOIN_DELAY * (1 + random.random()), self.rejoin)
+                window = b""
             self._tail = window[-8:]
         if b"PING" in data or self.probe:
             self._parse(data)
