@@ -21,6 +21,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     config = ClusterConfig(
         data_dir=_data_dir(args.data_dir),
         edges=args.edges,
+        workers=args.workers,
         shards=args.shards,
         irc_port=args.irc_port,
         ws_port=args.ws_port,
@@ -54,6 +55,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             if name.startswith("redis"):
                 continue
             shown = "  ".join(component.addresses[key] for key in ("irc", "ws", "http") if key in component.addresses)
+            if name.startswith("edge") and config.workers > 1:
+                shown += f"  ({config.workers} workers)"
             print(f"{name:<17} {shown}", flush=True)
         print(f"{'logs':<17} {cluster.log_dir}", flush=True)
         edge = cluster.components.get("edge-0")
@@ -97,6 +100,7 @@ def config_from_toml(path: Path, base):
         shards=int(redis.get("shards", base.shards)),
         redis_port=int(redis.get("port", base.redis_port)),
         edges=int(edges.get("count", base.edges)),
+        workers=int(edges.get("workers", base.workers)),
         irc_port=int(edges.get("irc_port", base.irc_port)),
         ws_port=int(edges.get("ws_port", base.ws_port)),
         clues=int(main.get("clues", base.clues)),
@@ -181,6 +185,9 @@ def cmd_service(args: argparse.Namespace) -> int:
     # The same entry point `python -m edge` (and clue, exchange) runs.
     import importlib
 
+    if getattr(args, "workers", None) is not None:
+        os.environ["EDGE_WORKERS"] = str(args.workers)
+
     return importlib.import_module(f"{args.command}.__main__").main()
 
 
@@ -238,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start a whole local cluster")
     up.add_argument("--edges", type=int, default=1)
+    up.add_argument("--workers", type=int, default=1,
+                    help="worker processes per edge, sharing its ports (one per core)")
     up.add_argument("--shards", type=int, default=3)
     up.add_argument("--irc-port", type=int, default=6667)
     up.add_argument("--ws-port", type=int, default=8080)
@@ -249,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("edge", "clue", "exchange"):
         service = sub.add_parser(name, help=f"run one {name} process, configured by the environment")
         service.set_defaults(handler=cmd_service)
+        if name == "edge":
+            service.add_argument("--workers", type=int, help="worker processes sharing the edge's ports "
+                                                             "(EDGE_WORKERS; default 1)")
 
     from chatd.admin import route_arguments
     from clue.reshard import add_arguments as reshard_arguments
@@ -331,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"]:  # every option after `bench` is the benchmark's own
         return cmd_bench(argparse.Namespace(bench_args=argv[1:]))
     args = build_parser().parse_args(argv)
-    for value, name in ((getattr(args, "edges", 1), "--edges"), (getattr(args, "shards", 1), "--shards")):
+    for value, name in ((getattr(args, "edges", 1), "--edges"), (getattr(args, "shards", 1), "--shards"),
+                        (1 if getattr(args, "workers", None) is None else args.workers, "--workers")):
         if value < 1:
             print(f"chatd: {name} must be at least 1", file=sys.stderr)
             return 2

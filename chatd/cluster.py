@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import secrets
@@ -24,6 +23,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from chatd.supervisor import Supervisor
+from common.processes import die_with_parent
 
 # A stopping edge gives its EventSub sessions EDGE_DRAIN_TIMEOUT (10 s) to reconnect elsewhere.
 STOP_GRACE = 15.0
@@ -37,11 +37,6 @@ EDGE_LISTEN = {"irc": "EDGE_IRC_LISTEN", "ws": "EDGE_WS_LISTEN", "http": "EDGE_H
 
 class ClusterError(Exception):
     """A component failed to start; the message says which and why."""
-
-
-def die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def redis_server_binary() -> str:
@@ -101,6 +96,7 @@ class ClusterConfig:
     extra_clusters: dict[str, tuple[int, int]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)  # extra environment for services
     edge_env: dict[int, dict[str, str]] = field(default_factory=dict)  # and for one edge (by index)
+    workers: int = 1  # worker processes per edge, sharing its ports (edge/workers.py)
     # Run the services from another checkout of chatd (benchmarks compare versions side by side).
     code: Path | None = None
     # Restart components that exit unasked (`chatd up`); off, whoever holds the cluster does it.
@@ -269,6 +265,7 @@ class LocalCluster:
             # With a fixed port, on localhost: IPv4 and IPv6, where twurple's `localhost` may go.
             "EDGE_WS_LISTEN": f"localhost:{ws}" if ws else "127.0.0.1:0",
             "EDGE_HTTP_LISTEN": "127.0.0.1:0",
+            "EDGE_WORKERS": str(self.config.workers),
         } | self._cluster_env("CLUE_URLS", self.cluster_clue_urls) | self._cluster_env(
             "EXCHANGE_URLS", self.cluster_exchange_urls
         ) | self.config.edge_env.get(index, {}) | self.edge_listen.get(index, {})  # restarted: the ports it had

@@ -1,20 +1,19 @@
 """Supervision for `chatd up`: a component that exits unasked is started again.
 
-Like systemd's `Restart=` with a growing `RestartSec`: the delay doubles from
-RESTART_FIRST_DELAY to RESTART_MAX_DELAY while a component keeps dying and
-starts over after a long run; each exit and each return is one log line on the
-`chatd.cluster` logger, and a component comes back on the ports it had.
+Like systemd's `Restart=` with a growing `RestartSec` (common/processes.py holds
+the delays); each exit and each return is one log line on the `chatd.cluster` logger,
+and a component comes back on the ports it had.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Protocol
+
+from common.processes import CRASH_LOOP_WINDOW, RestartBackoff, exit_status
 
 
 class Supervised(Protocol):
@@ -33,46 +32,8 @@ class Restartable(Protocol):
     async def restart(self, name: str) -> Supervised: ...
     def kill(self, name: str) -> None: ...
 
-RESTART_FIRST_DELAY = 0.5  # s before a restart (systemd's RestartSec); doubles after each exit...
-RESTART_MAX_DELAY = 10.0  # ...up to this
-RESTART_RESET_AFTER = 10.0  # a run this long starts the delay over
-CRASH_LOOP_EXITS = 5  # this many exits within CRASH_LOOP_WINDOW s: restart at the cap, and say so
-CRASH_LOOP_WINDOW = 60.0
 
 logger = logging.getLogger("chatd.cluster")
-
-
-def exit_status(returncode: int) -> str:
-    """`status 1` or `killed by SIGKILL`, as a log line tells it."""
-    if returncode >= 0:
-        return f"status {returncode}"
-    try:
-        return f"killed by {signal.Signals(-returncode).name}"
-    except ValueError:
-        return f"killed by signal {-returncode}"
-
-
-@dataclass
-class RestartBackoff:
-    """How long to wait before starting a component that exited again (pure: no clock, no I/O)."""
-
-    delay: float = 0.0
-    exits: list[float] = field(default_factory=list)  # when it exited, within the last CRASH_LOOP_WINDOW s
-
-    def next_delay(self, now: float, uptime: float) -> float:
-        """The delay after an exit at `now` of a run that lasted `uptime` seconds."""
-        self.exits = [at for at in self.exits if now - at < CRASH_LOOP_WINDOW] + [now]
-        if uptime >= RESTART_RESET_AFTER:
-            self.delay = 0.0
-        if self.crash_looping:
-            self.delay = RESTART_MAX_DELAY
-        else:
-            self.delay = min(self.delay * 2, RESTART_MAX_DELAY) if self.delay else RESTART_FIRST_DELAY
-        return self.delay
-
-    @property
-    def crash_looping(self) -> bool:
-        return len(self.exits) >= CRASH_LOOP_EXITS
 
 
 class Supervisor:

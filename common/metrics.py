@@ -50,6 +50,7 @@ class Metrics:
         self._gauges: dict[str, float] = {}
         self._gauge_sources: dict[str, Callable[[], float]] = {}
         self._top: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._gauge_scope = ""
         self._task: asyncio.Task[None] | None = None
         self.samples: deque[MetricsSample] = deque(maxlen=SAMPLES_KEPT)
         self._sampled = time.time()
@@ -66,7 +67,13 @@ class Metrics:
 
     def gauge_from(self, name: str, source: Callable[[], float]) -> None:
         """Report `source()` as a gauge at every flush (pool sizes, connections)."""
-        self._gauge_sources[name] = source
+        self._gauge_sources[self._gauge_scope + name] = source
+
+    def scope_gauges(self, scope: str) -> None:
+        """Name the gauges registered from now on `<service>.<scope>.<gauge>`: processes that
+        share a service name (an edge's workers) would overwrite each other's gauges,
+        while their counters and timers add up as they should."""
+        self._gauge_scope = f"{scope}."
 
     @contextmanager
     def timer(self, name: str) -> Iterator[None]:

@@ -14,6 +14,10 @@ from common.log import configure_logging
 from common.metrics import Metrics
 
 
+class StartFailed(Exception):
+    """A service could not start; the message says why (one stderr line, no traceback)."""
+
+
 class Service(Protocol):
     addresses: dict[str, str]
 
@@ -35,7 +39,7 @@ def run_service(name: str, load_settings: Callable[[], Any], build: Callable[[An
         service = build(settings, metrics)
         try:
             await service.start()
-        except OSError as exc:
+        except (OSError, StartFailed) as exc:
             print(f"chatd {name}: cannot start: {exc}", file=sys.stderr)
             await service.stop()
             return 1

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from common.config import CommonSettings, ConfigError, Env
 
+MAX_WORKERS = 256  # more than any machine's cores: a typo, not a plan
+
 
 @dataclass
 class EdgeSettings:
@@ -37,6 +39,8 @@ class EdgeSettings:
     presence_interval: float
     presence_refresh: float
     console_token: str  # "": no console
+    workers: int
+    worker: int | None  # this process is worker N of an edge started with EDGE_WORKERS (edge/workers.py)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> EdgeSettings:
@@ -82,9 +86,18 @@ class EdgeSettings:
             # Members still here are re-asserted this often (clue forgets them after PRESENCE_EXPIRY).
             presence_refresh=env.duration("EDGE_PRESENCE_REFRESH", "5m"),
             console_token=console_token(env),
+            # Worker processes sharing the public ports (SO_REUSEPORT), one edge each.
+            workers=env.int("EDGE_WORKERS", 1, minimum=1),
+            # Set by the parent of workers, never by hand.
+            worker=env.int("EDGE_WORKER", 0) if env.environ.get("EDGE_WORKER", "").strip() else None,
         )
         if bool(settings.tls_cert) != bool(settings.tls_key):
             raise ConfigError("EDGE_TLS_CERT and EDGE_TLS_KEY must be set together")
+        if settings.workers > MAX_WORKERS:
+            raise ConfigError(f"EDGE_WORKERS must be at most {MAX_WORKERS}, got {settings.workers}")
+        if settings.workers > 1 and settings.advertised_url:
+            raise ConfigError("EDGE_ADVERTISED_URL names one process; with EDGE_WORKERS each worker advertises "
+                              "the address it binds on EDGE_HTTP_LISTEN's host")
         for cluster in settings.clue_urls.keys() ^ settings.exchange_urls.keys():
             raise ConfigError(f"cluster {cluster!r} needs both CLUE_URLS and EXCHANGE_URLS settings")
         return settings

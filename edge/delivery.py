@@ -71,15 +71,16 @@ def _payload(messages: list[Encoded], variant: int, skip_origin: str | None = No
     return b"".join(parts), len(parts)
 
 
-def deliver(hub: Hub, edge_id: str, events: list[Event], counted: Callable[[str, int], None] | None = None) -> int:
-    """Write events, already in order, to local subscribers; returns deliveries
-    (and tells `counted` each channel's)."""
+def deliver(hub: Hub, edge_id: str, events: list[Event],
+            counted: Callable[[str, int], None] | None = None) -> tuple[int, int]:
+    """Write events, already in order, to local subscribers; returns (deliveries, writes):
+    their ratio is how many messages a write carried (and tells `counted` each channel's deliveries)."""
     by_channel: defaultdict[str, list[Event]] = defaultdict(list)
     for event in events:
         if event.line:  # events with no IRC line are for EventSub (or control) alone
             by_channel[event.channel].append(event)
 
-    delivered = 0
+    delivered = writes = 0
     origin_prefix = edge_id + "/"
     for channel, channel_events in by_channel.items():
         members = hub.members(channel)
@@ -110,6 +111,7 @@ def deliver(hub: Hub, edge_id: str, events: list[Event], counted: Callable[[str,
             if count:
                 conn.write(payload)
                 delivered += count
+                writes += 1
         if counted is not None:
             counted(channel, delivered - before)
-    return delivered
+    return delivered, writes

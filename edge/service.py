@@ -75,6 +75,9 @@ class EdgeService:
     def __init__(self, settings: EdgeSettings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
+        if settings.worker is not None:  # one of several edges behind the same ports (edge/workers.py)
+            metrics.scope_gauges(f"w{settings.worker}")
+            structlog.contextvars.bind_contextvars(worker=settings.edge_id)
         self.server_name = settings.common.server_name
         self.max_channels = settings.max_channels
         self.send_buffer = settings.send_buffer
@@ -144,17 +147,20 @@ class EdgeService:
                 ("ircs", self.settings.irc_tls_listen, lambda: ClientConnection(self), tls),
                 ("wss", self.settings.wss_listen, lambda: WebSocketConnection(self), tls),
             ]
+        # A worker shares its ports with the others: the kernel spreads new connections over them.
+        shared = self.settings.worker is not None
         for kind, (host, port), factory, context in listeners:
             # "localhost": IPv4 and, where the machine has it, IPv6 (Node resolves localhost to ::1 first).
             server = await loop.create_server(factory, "127.0.0.1" if host == "localhost" else host, port,
-                                              backlog=4096, reuse_address=True, ssl=context)
+                                              backlog=4096, reuse_address=True, reuse_port=shared, ssl=context)
             self._servers.append(server)
             bound = server.sockets[0].getsockname()
             self.addresses[kind] = f"{kind}://{url_host(host)}:{bound[1]}"
             if host == "localhost":
                 with contextlib.suppress(OSError):
                     self._servers.append(await loop.create_server(factory, "::1", bound[1], backlog=4096,
-                                                                  reuse_address=True, ssl=context))
+                                                                  reuse_address=True, reuse_port=shared,
+                                                                  ssl=context))
         if not self.public_ws_url:
             self.public_ws_url = self.addresses["ws"]
 
@@ -488,7 +494,8 @@ class EdgeService:
         if not events:
             return 0
         with self.metrics.timer("fanout"):
-            delivered = delivery.deliver(self.hub, self.settings.edge_id, events, self._count_channel)
+            delivered, writes = delivery.deliver(self.hub, self.settings.edge_id, events, self._count_channel)
+        self.metrics.incr("fanout.writes", writes)
         self.eventsub.deliver(events)
         now_ms = time.time() * 1000
         for event in events:

@@ -16,7 +16,6 @@ import statistics
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,9 @@ from typing import Any
 import aiohttp
 
 from common import wire
-from loadtest import backfill, highlights, presence, steady
+from loadtest import backfill, highlights, presence, steady, tpp
 from loadtest.fleet import FleetConfig, FleetGroup
-from loadtest.measure import commandstats, cpu_by_kind, print_progress, progress_of
+from loadtest.measure import commandstats, cpu_by_kind, print_progress, progress_of, statsd_sink
 from loadtest.systems import ChatdSystem, NgircdSystem, RawSystem, Sender, System
 from loadtest.traffic import drive, zipf_sizes
 
@@ -221,18 +220,6 @@ async def scenario_e2e(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------- ingest
 
 
-class StatsdCounter(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.samples: Counter[str] = Counter()
-
-    def datagram_received(self, data: bytes, addr) -> None:
-        for metric in data.decode().splitlines():
-            name, _, rest = metric.partition(":")
-            value, _, kind = rest.partition("|")
-            self.samples[name] += 1 if kind.startswith("ms") else int(float(value or 0))
-
-
-
 async def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
     versions: list[tuple[str, Path | None, dict[str, str]]] = [("chatd", None, {})]
     if "off" in args.history:  # the same without channel history, to see what keeping it costs
@@ -258,7 +245,7 @@ async def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
 async def ingest_one(args: argparse.Namespace, name: str, code: Path | None, env: dict[str, str]
                      ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    transport, counter = await loop.create_datagram_endpoint(StatsdCounter, local_addr=("127.0.0.1", 0))
+    transport, counter = await statsd_sink()
     system = ChatdSystem(edges=1, shards=3, env={"STATSD_PORT": str(transport.get_extra_info("sockname")[1]), **env},
                          code=code, name=name)
     await system.start()
@@ -272,7 +259,7 @@ async def ingest_one(args: argparse.Namespace, name: str, code: Path | None, env
         before = {a: await commandstats(a) for a in cluster.redis_addresses}
         cpu_before = cpu_by_kind(system)
         accepted = sent = 0
-        counter.samples.clear()
+        counter.clear()
         deadline = loop.time() + args.duration
         sequence = 0
 
@@ -298,15 +285,14 @@ async def ingest_one(args: argparse.Namespace, name: str, code: Path | None, env
         cpu = {kind: used - cpu_before.get(kind, 0.0) for kind, used in cpu_by_kind(system).items()}
         # Clue's counters reach statsd once a second: wait for this run's to arrive.
         deadline = loop.time() + 5
-        while counter.samples["chatd.clue.messages.accepted"] < accepted and loop.time() < deadline:
+        while counter.counts["chatd.clue.messages.accepted"] < accepted and loop.time() < deadline:
             await asyncio.sleep(0.05)
         after = {a: await commandstats(a) for a in cluster.redis_addresses}
         calls = {a: after[a] - before[a] for a in before}
         commands = {a: sum(c.values()) for a, c in calls.items()}
         total_commands = sum(commands.values())
         scripts = sum(c["evalsha"] + c["eval"] for c in calls.values())
-        round_trips = sum(n for name, n in counter.samples.items()
-                          if name.startswith("chatd.clue.redis.") and name.endswith(".check"))
+        round_trips = counter.count("chatd.clue.redis.*.check")
         result = {
             "system": name,
             "sent": sent,
@@ -477,6 +463,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         axis.axhline(60, color="grey", linestyle="--", label="60 s target")
         axis.set_ylabel(f"seconds for {rows[0]['events_read']:,} events")
         axis.legend()
+    elif scenario == "tpp":
+        tpp.plot(axis, rows)
     elif scenario == "keepalive":
         axis.bar([r["mode"] for r in rows], [r["requests_per_s"] for r in rows])
         axis.set_ylabel("exchange→edge deliveries (requests/s)")
@@ -496,6 +484,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] 
     "presence": presence.scenario_presence,
     "highlights": highlights.scenario_highlights,
     "backfill": backfill.scenario_backfill,
+    "tpp": tpp.scenario_tpp,
 }
 
 
@@ -551,6 +540,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     presence.add_arguments(parser)
     highlights.add_arguments(parser)
     backfill.add_arguments(parser)
+    tpp.add_arguments(parser)
     return parser
 
 
@@ -564,6 +554,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.duration is None:
         args.duration = {"e2e": 10.0, "ingest": 5.0}.get(args.scenario, 10.0)
+    if args.viewers is None:
+        args.viewers = {"tpp": 60_000}.get(args.scenario, 100_000)
     report = {"scenario": args.scenario, "machine": machine()}
     with progress_of(steps(args), f"bench {args.scenario}"):
         report.update(uvloop.run(SCENARIOS[args.scenario](args)))

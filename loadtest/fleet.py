@@ -25,6 +25,7 @@ from websockets.uri import parse_uri
 
 CONNECT_CONCURRENCY = 200
 LATENCY_SAMPLES_MAX = 200_000
+REJOIN_DELAY = 1.0  # s (to twice this) before a JOIN the server refused for now is sent again
 
 
 @dataclass
@@ -39,6 +40,9 @@ class FleetConfig:
     first_index: int = 0  # makes nicks unique across fleet processes
     ready_timeout: float = 120.0
     connect_concurrency: int = CONNECT_CONCURRENCY
+    # Connect from this loopback address (any of 127/8): one source address has only the
+    # ephemeral range's ports (28,000 here) for connections to one server port.
+    local_host: str = ""
 
 
 @dataclass
@@ -76,6 +80,10 @@ class Member(asyncio.Protocol, metaclass=abc.ABCMeta):
         lines.append(f"JOIN {self.channel}")
         return "".join(line + "\r\n" for line in lines).encode()
 
+    def rejoin(self) -> None:
+        if not self.ready.done():
+            self.send(f"JOIN {self.channel}\r\n".encode())
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.fleet.open -= 1
         if not self.ready.done():
@@ -92,6 +100,9 @@ class Member(asyncio.Protocol, metaclass=abc.ABCMeta):
             window = self._tail + data
             if b" 366 " in window:
                 self.ready.set_result(None)
+            elif b"msg_join_failed" in window:  # the server could not take it now: again, as clients do
+                asyncio.get_running_loop().call_later(REJOIN_DELAY * (1 + random.random()), self.rejoin)
+                window = b""
             self._tail = window[-8:]
         if b"PING" in data or self.probe:
             self._parse(data)
@@ -189,6 +200,7 @@ class Fleet:
         gate = asyncio.Semaphore(self.config.connect_concurrency)
         kind = WsMember if self.config.transport == "ws" else TcpMember
         probe_every = self.config.probe_every
+        local = (self.config.local_host, 0) if self.config.local_host else None
 
         async def one(index: int, channel: str) -> None:
             member = kind(self, index, channel, probe=bool(probe_every) and index % probe_every == 0)
@@ -196,7 +208,8 @@ class Fleet:
                 # Only the connect is gated: a server that is slow to accept or
                 # to answer a JOIN must not hold back the connections behind it.
                 async with gate:
-                    await loop.create_connection(lambda: member, self.config.host, self.config.port)
+                    await loop.create_connection(lambda: member, self.config.host, self.config.port,
+                                                 local_addr=local)
                 self.open += 1
                 await asyncio.wait_for(member.ready, self.config.ready_timeout)
             except (OSError, ConnectionError, TimeoutError):
@@ -271,14 +284,18 @@ class FleetGroup:
         self.joined = 0
         self.failed = 0
 
-    async def start(self, config: FleetConfig, processes: int = 1) -> None:
+    async def start(self, config: FleetConfig, processes: int = 1, local_hosts: list[str] | None = None) -> None:
+        """Start `processes` fleet processes sharing the connections; process i connects from
+        `local_hosts[i]` when given."""
         per_process = -(-len(config.channels) // processes)
         for number in range(processes):
             chunk = config.channels[number * per_process : (number + 1) * per_process]
             if not chunk:
                 continue
             part = FleetConfig(**{**config.__dict__, "channels": chunk,
-                                  "first_index": config.first_index + number * per_process})
+                                  "first_index": config.first_index + number * per_process,
+                                  "local_host": local_hosts[number % len(local_hosts)] if local_hosts
+                                  else config.local_host})
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "loadtest.fleet",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=64 * 1024 * 1024,

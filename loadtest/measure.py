@@ -1,11 +1,13 @@
 """What the benchmarks measure on the processes and shards they start: CPU time,
-Redis commands per shard; and how they report progress."""
+Redis commands per shard, the services' own statsd metrics; and how they report progress."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fnmatch
 import os
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,48 @@ def progress_of(steps: int | None, label: str) -> Iterator[Progress]:
             yield progress
         finally:
             _progress = None
+
+
+TIMER_SAMPLES_MAX = 200_000  # per timer name: enough for percentiles, bounded in memory
+
+
+class StatsdSink(asyncio.DatagramProtocol):
+    """A statsd server for one benchmark: the services' counters summed (`counts`; a timer
+    counts its samples there too) and their timers' samples (`timings`, in ms)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.timings: defaultdict[str, list[float]] = defaultdict(list)
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        for metric in data.decode(errors="replace").splitlines():
+            name, _, rest = metric.partition(":")
+            value, _, kind = rest.partition("|")
+            if kind.startswith("ms"):
+                self.counts[name] += 1
+                samples = self.timings[name]
+                if len(samples) < TIMER_SAMPLES_MAX:
+                    samples.append(float(value))
+            elif kind.startswith("c"):
+                self.counts[name] += int(float(value or 0))
+
+    def clear(self) -> None:
+        self.counts.clear()
+        self.timings.clear()
+
+    def count(self, pattern: str) -> int:
+        """The sum of the counters whose names match `pattern` (fnmatch: `*` for a remote's address)."""
+        return sum(value for name, value in self.counts.items() if fnmatch.fnmatchcase(name, pattern))
+
+    def samples(self, pattern: str) -> list[float]:
+        return [value for name, values in self.timings.items() if fnmatch.fnmatchcase(name, pattern)
+                for value in values]
+
+
+async def statsd_sink() -> tuple[asyncio.DatagramTransport, StatsdSink]:
+    """A sink on a free loopback port: give the services STATSD_PORT=<its port>."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_datagram_endpoint(StatsdSink, local_addr=("127.0.0.1", 0))
 
 
 def print_progress(result: dict[str, Any]) -> None:

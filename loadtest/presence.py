@@ -112,5 +112,6 @@ async def scenario_presence(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     presence = parser.add_argument_group("presence")
-    presence.add_argument("--viewers", type=int, default=100_000)
+    presence.add_argument("--viewers", type=int,
+                          help="viewers joining (presence, default 100,000); connections in all (tpp, default 60,000)")
     presence.add_argument("--chunk", type=int, default=500, help="changes per request (an edge's tick)")

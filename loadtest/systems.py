@@ -83,12 +83,12 @@ class ChatdSystem(System):
     dialect = "twitch"
 
     def __init__(self, edges: int = 1, shards: int = 3, env: dict[str, str] | None = None,
-                 code: Path | None = None, name: str = "chatd") -> None:
+                 code: Path | None = None, name: str = "chatd", workers: int = 1) -> None:
         self.name = name
         self._dir = tempfile.TemporaryDirectory(prefix="chatd-bench-")
         self.cluster = LocalCluster(
             ClusterConfig(
-                data_dir=Path(self._dir.name), edges=edges, shards=shards,
+                data_dir=Path(self._dir.name), edges=edges, shards=shards, workers=workers,
                 irc_port=0, ws_port=0, redis_port=0, env={**BENCH_ENV, **(env or {})}, code=code,
             )
         )
@@ -113,10 +113,24 @@ class ChatdSystem(System):
         return [c.process.pid for name, c in self.cluster.components.items() if name.startswith("edge")]
 
     def processes(self) -> dict[str, list[int]]:
+        """Edges with workers: the workers are `edge`, their parents `edge parent`."""
         kinds: dict[str, list[int]] = {}
         for name, component in self.cluster.components.items():
-            kinds.setdefault(name.split("-")[0], []).append(component.process.pid)
+            kind = name.split("-")[0]
+            workers = child_pids(component.process.pid) if kind == "edge" else []
+            if workers:
+                kinds.setdefault("edge", []).extend(workers)
+                kind = "edge parent"
+            kinds.setdefault(kind, []).append(component.process.pid)
         return kinds
+
+
+def child_pids(pid: int) -> list[int]:
+    """A process's children (an edge's workers), from /proc."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 class _Subprocess(System):
@@ -173,20 +187,28 @@ class RawSystem(_Subprocess):
 class Sender:
     """One client that writes benchmark messages: `b <channel-seq> <send-time-ns>`."""
 
-    def __init__(self, system: System, nick: str, channels: list[str], edge: int = 0) -> None:
+    def __init__(self, system: System, nick: str, channels: list[str], edge: int = 0, join: bool = True) -> None:
         self.system = system
         self.nick = nick
         self.channels = channels
         self.edge = edge
+        # Twitch relays chat to a channel the sender never joined: a chatter need not
+        # receive the channel it talks in (chatd only; IRC servers refuse it).
+        self.join = join
         self.seq = dict.fromkeys(channels, 0)
 
     async def connect(self) -> None:
         host = getattr(self.system, "host", "127.0.0.1")
         self.reader, self.writer = await asyncio.open_connection(host, self.system.irc_port(self.edge))
-        lines = self.system.sender_registration(self.nick) + [f"JOIN {','.join(self.channels)}"]
+        lines = self.system.sender_registration(self.nick)
+        if self.join:
+            lines.append(f"JOIN {','.join(self.channels)}")
         self.writer.write("".join(line + "\r\n" for line in lines).encode())
+        if not self.join:
+            while b" 376 " not in await asyncio.wait_for(self.reader.readline(), 30):
+                pass
         joined = 0
-        while joined < len(self.channels):
+        while self.join and joined < len(self.channels):
             line = await asyncio.wait_for(self.reader.readline(), 30)
             if not line:
                 raise RuntimeError(f"{self.system.name} closed the sender: registration failed")

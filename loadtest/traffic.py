@@ -39,9 +39,10 @@ async def total_lines(fleets: list[FleetGroup]) -> tuple[int, list[dict]]:
 
 async def drive(fleets: list[FleetGroup], senders: list[Sender], channels: list[str],
                 members: dict[str, int], rate: int, duration: float) -> dict[str, Any]:
-    """Send `rate` messages a second, spread evenly over `channels`, for `duration`
-    seconds; then wait for deliveries to stop and count them against what the
-    channel sizes (`members`) say should have arrived."""
+    """Send `rate` messages a second, spread evenly over `channels` (a channel named
+    k times gets k shares), for `duration` seconds; then wait for deliveries to stop
+    and count them against what the channel sizes (`members`) say should have arrived.
+    `fleets` gives each fleet's latency too, in order."""
     for fleet in fleets:
         await fleet.reset()
     loop = asyncio.get_running_loop()
@@ -58,7 +59,7 @@ async def drive(fleets: list[FleetGroup], senders: list[Sender], channels: list[
     for sender in senders:
         await sender.drain()
 
-    expected = sum(sent[channel] * members[channel] for channel in channels)
+    expected = sum(count * members[channel] for channel, count in sent.items())
     deadline = loop.time() + DRAIN_TIMEOUT
     last, last_change = -1, loop.time()
     while True:
@@ -81,4 +82,6 @@ async def drive(fleets: list[FleetGroup], senders: list[Sender], channels: list[
         "p99_ms": percentile(latencies, 0.99),
         "max_ms": round(max(latencies), 2) if latencies else None,
         "latency_samples": len(latencies),
+        "by_fleet": [{"delivered": report["lines"], "p50_ms": percentile(report["latencies_ms"], 0.50),
+                      "p99_ms": percentile(report["latencies_ms"], 0.99)} for report in reports],
     }

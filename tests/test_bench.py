@@ -32,6 +32,8 @@ SCENARIOS = {
     "steady": (["--clients", "60", "--channels", "4", "--rates", "20", "--duration", "1", "--senders", "2",
                 "--baseline-code", str(Path(__file__).parent.parent), "--baseline-name", "same"],
                {"chatd", "ngircd", "raw", "chatd@same"}),
+    "tpp": (["--viewers", "300", "--hot-viewers", "200", "--ordinary-channels", "10", "--hot-rates", "40",
+             "--ordinary-rate", "20", "--duration", "1", "--chatters", "10", "--workers", "2"], {"chatd, 2 workers"}),
 }
 
 
@@ -56,11 +58,16 @@ def test_bench_scenario_runs_and_writes_json_and_plot(tmp_path, scenario):
     if scenario == "fanout":
         assert all(row["delivered"] == row["expected"] for row in report["results"])
         assert {"chatd/ngircd", "chatd/raw"} <= set(report["ratios"][0])
-    if scenario in ("e2e", "steady"):
+    if scenario in ("e2e", "steady", "tpp"):
         assert all(row["lost"] == 0 for row in report["results"]), report["results"]
     if scenario == "highlights":
         assert all(row["published"] >= 150 for row in report["results"]), report["results"]
         assert report["detector"]["observe_us_per_message"] > 0
+    if scenario == "tpp":
+        [row] = report["results"]
+        assert row["hot_viewers"] == 200 and row["viewers"] == 300 and row["messages_per_client_write"] >= 1
+        assert {"edge", "edge parent", "clue", "exchange", "redis", "load generator"} <= set(row["cpu_s"])
+        assert all(hop["samples"] > 0 for hop in row["hops_ms"].values()), row["hops_ms"]
     if scenario == "steady":
         assert all(row["cpu_s_per_1000_deliveries_total"] >= 0 for row in report["results"])
         assert "chatd/ngircd cpu per delivery" in report["ratios"][0]

@@ -14,8 +14,8 @@ import pytest
 from support import IrcClient, running_cluster
 
 from chatd.cluster import load_or_create_secret
-from chatd.supervisor import RESTART_MAX_DELAY, RestartBackoff, exit_status
 from common.irc import parse
+from common.processes import RESTART_MAX_DELAY, RestartBackoff, exit_status
 from common.tokens import issue_token
 
 CHATD = str(Path(sys.executable).parent / "chatd")
