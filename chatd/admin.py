@@ -17,9 +17,9 @@ from typing import TypeVar
 
 from clue.accounts import Accounts
 from clue.routes import RouteTable
-from common.shards import ShardSet
 from common.config import parse_address
 from common.metrics import Metrics
+from common.shards import ShardSet
 from common.wire import Identity
 
 T = TypeVar("T")

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from chatd.cluster import load_or_create_secret
-from chatd.trigger import _clue_url, _message
+from chatd.trigger import clue_url, error_message
 from common.tokens import issue_token
 
 HTTP_TIMEOUT = 10.0
@@ -48,7 +48,7 @@ class Failed(Exception):
 
 
 def _call(args: argparse.Namespace, data_dir: Path, method: str, path: str, body: dict | None = None) -> dict:
-    url = args.url or _clue_url(data_dir)
+    url = args.url or clue_url(data_dir)
     if not url:
         raise Failed(f"no clue to ask: pass --url, or run from the data dir of `chatd up` ({data_dir})", 2)
     channel = args.channel.lstrip("#").lower()
@@ -64,7 +64,7 @@ def _call(args: argparse.Namespace, data_dir: Path, method: str, path: str, body
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        raise Failed(_message(exc), 2 if exc.code < 500 else 1) from None
+        raise Failed(error_message(exc), 2 if exc.code < 500 else 1) from None
     except (urllib.error.URLError, OSError) as exc:
         raise Failed(f"cannot reach {url} ({getattr(exc, 'reason', exc)})", 1) from None
 

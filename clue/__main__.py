@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import sys
 
-from common.service_runner import run_service
 from clue.config import ClueSettings
 from clue.service import ClueService
+from common.service_runner import run_service
 
 
 def main() -> int:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import structlog
 
 from clue.accounts import login_key, profile_key
-from common.shards import ShardSet, channel_key, pipeline_call
 from common.metrics import Metrics
+from common.shards import ShardSet, channel_key, pipeline_call
 from common.tokens import stable_id
 
 log = structlog.get_logger()

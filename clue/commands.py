@@ -19,9 +19,9 @@ from clue import eventsub_events as es
 from clue import limits
 from clue.accounts import Accounts
 from clue.channels import ChannelCache, ChannelState
-from common.shards import ShardSet, pipeline_call, user_key
 from common import twitch, wire
 from common.irc import Message, serialize_tags
+from common.shards import ShardSet, pipeline_call, user_key
 from common.tokens import LOGIN_RE
 from common.wire import Event, Identity, LookupReply
 

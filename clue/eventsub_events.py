@@ -11,8 +11,6 @@ for the event's user).
 """
 from __future__ import annotations
 
-import datetime
-import math
 import re
 from typing import Any
 

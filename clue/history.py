@@ -14,10 +14,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from common import wire
+from common.history import BUCKET, bucket_key, index_key
 from common.irc import IRCParseError, parse
 from common.shards import ShardSet, pipeline_call
 from common.wire import HistoryEntry
-from common.history import BUCKET, bucket_key, index_key
 
 MODERATION = frozenset({"CLEARCHAT", "CLEARMSG"})
 CHAT = frozenset({"PRIVMSG", "USERNOTICE", "NOTICE"})

@@ -20,12 +20,12 @@ from clue.config import ClueSettings
 from clue.emotes import emotes_tag
 from clue.modlog import ModerationLog, entry_for, is_moderation
 from clue.publisher import Exchanges
-from common.shards import ShardSet, ShardUnavailable, channel_key, pipeline_call
 from clue.validation import Check, now_ms, run_checks
 from common import twitch
 from common.internal_http import RemoteError
 from common.irc import Message, serialize_tags
 from common.metrics import Metrics
+from common.shards import ShardSet, ShardUnavailable, channel_key, pipeline_call
 from common.wire import CLOSED, Event, Identity, Notify, Outcome, Submission
 
 UNAVAILABLE = "msg_service_unavailable"

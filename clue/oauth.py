@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from clue.accounts import Accounts
-from common.shards import ShardUnavailable
 from common import scopes
+from common.shards import ShardUnavailable
 from common.tokens import (
     APP,
     REFRESH,

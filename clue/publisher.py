@@ -22,7 +22,14 @@ from common.batch import Batcher
 from common.internal_http import InternalClient, RemoteError
 from common.metrics import Metrics
 from common.ring import Ring
-from common.wire import Event, LookupReply, LookupRequest, MoveRequest, PublishBatch, PublishReply
+from common.wire import (
+    Event,
+    LookupReply,
+    LookupRequest,
+    MoveRequest,
+    PublishBatch,
+    PublishReply,
+)
 
 log = structlog.get_logger()
 

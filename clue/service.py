@@ -29,7 +29,14 @@ from clue.sessions import SessionsApi
 from clue.triggers import Triggers
 from clue.validation import load_scripts
 from common import twitch
-from common.internal_http import ApiError, InternalServer, RemoteError, metrics_route, read_body, reply
+from common.internal_http import (
+    ApiError,
+    InternalServer,
+    RemoteError,
+    metrics_route,
+    read_body,
+    reply,
+)
 from common.metrics import Metrics
 from common.shards import ShardSet, ShardUnavailable, pipeline_call, user_key
 from common.tasks import cancel_and_wait

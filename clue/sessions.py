@@ -6,7 +6,8 @@
   IRC line, so it takes its place in the channel's one order; the exchange's
   session driver (exchange/sessions.py) archives it and runs the session core.
 - `GET /api/v1/channels/{channel}/sessions`: the channel's sessions, newest
-  first, each with its summary (an open one's is made on the spot).
+  first, each with its summary (an open one's is made on the spot); open to
+  anyone, like a channel's highlights.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class SessionsApi:
         return reply({"ok": True, "channel": channel, "channel_id": state.room_id, "time": format_time(seconds)})
 
     async def on_sessions(self, request: web.Request) -> web.Response:
-        await self._identity(request)
+        # Open, like highlights and recent-messages: when a channel was live is public.
         channel = _channel(request)
         limit = _number(request.query.get("limit", str(DEFAULT_LIMIT)), "limit", 1, MAX_LIMIT)
         before = request.query.get("before")

@@ -5,7 +5,7 @@ from collections import deque
 
 
 class WindowLimit:
-    __slots__ = ("limit", "window", "_times")
+    __slots__ = ("_times", "limit", "window")
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit

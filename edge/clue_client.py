@@ -205,7 +205,7 @@ class ClueClient:
 
 
 class _Attempt:
-    __slots__ = ("submission", "result", "deadline", "retry", "unknown")
+    __slots__ = ("deadline", "result", "retry", "submission", "unknown")
 
     def __init__(self, submission: Submission, result: asyncio.Future[Outcome], deadline: float, retry: bool) -> None:
         self.submission = submission

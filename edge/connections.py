@@ -52,8 +52,21 @@ class ClientConnection(asyncio.Protocol):
     """IRC over TCP. Lifecycle: made → (PROXY header) → admitted → open → closed."""
 
     kind = "tcp"
-    __slots__ = ("host", "conn_id", "session", "reader", "transport", "peer", "admitted", "open", "opened_at",
-                 "last_input", "inflight", "paused", "_proxy")
+    __slots__ = (
+        "_proxy",
+        "admitted",
+        "conn_id",
+        "host",
+        "inflight",
+        "last_input",
+        "open",
+        "opened_at",
+        "paused",
+        "peer",
+        "reader",
+        "session",
+        "transport",
+    )
 
     def __init__(self, host: ConnectionHost, proxy_protocol: bool = False) -> None:
         self.host = host
@@ -171,7 +184,7 @@ class WebSocketConnection(ClientConnection):
     """IRC over WebSocket: open for chat once the handshake is done (edge.websocket)."""
 
     kind = "ws"
-    __slots__ = ("_frames", "_refusal", "_head")
+    __slots__ = ("_frames", "_head", "_refusal")
 
     def __init__(self, host: ConnectionHost, proxy_protocol: bool = False) -> None:
         super().__init__(host, proxy_protocol)

@@ -214,7 +214,8 @@ class Console:
         if status == 404:
             return {"available": False, "data": []}
         try:
-            data = json.loads(body).get("data")
+            answer = json.loads(body)
+            data = answer.get("data", answer.get("sessions"))  # highlights: data; sessions: sessions
         except (ValueError, AttributeError):
             data = None
         if status != 200 or not isinstance(data, list):

@@ -33,8 +33,8 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from common import wire
-from common.twitch import rfc3339
 from common.tasks import cancel_and_wait
+from common.twitch import rfc3339
 from common.wire import Event, Position, Subscription
 
 log = structlog.get_logger()
@@ -81,7 +81,7 @@ def _message(kind: str, payload: dict, **metadata: str) -> dict:
 class Listener:
     """One subscription held by one session here."""
 
-    __slots__ = ("session", "sub", "shown", "held")
+    __slots__ = ("held", "session", "shown", "sub")
 
     def __init__(self, session: Session, sub: Subscription) -> None:
         self.session = session

@@ -14,7 +14,14 @@ import structlog
 from aiohttp import web
 
 from common import twitch, wire
-from common.internal_http import InternalServer, RemoteError, metrics_route, read_body, reply, url_host
+from common.internal_http import (
+    InternalServer,
+    RemoteError,
+    metrics_route,
+    read_body,
+    reply,
+    url_host,
+)
 from common.irc import LineTooLong
 from common.metrics import Metrics
 from common.tasks import cancel_and_wait

@@ -70,7 +70,7 @@ class MessageIds:
 
 
 class ChannelLog:
-    __slots__ = ("name", "gen", "seq", "history", "subscribers", "last_write", "moved")
+    __slots__ = ("gen", "history", "last_write", "moved", "name", "seq", "subscribers")
 
     def __init__(self, name: str, gen: int) -> None:
         self.name = name

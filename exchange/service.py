@@ -19,7 +19,14 @@ from aiohttp import web
 from common import twitch, wire
 from common.batch import Batcher
 from common.config import parse_url
-from common.internal_http import ApiError, InternalClient, InternalServer, metrics_route, read_body, reply
+from common.internal_http import (
+    ApiError,
+    InternalClient,
+    InternalServer,
+    metrics_route,
+    read_body,
+    reply,
+)
 from common.metrics import Metrics
 from common.shards import ShardSet
 from common.tasks import cancel_and_wait

@@ -29,7 +29,7 @@ from common import archive
 from common.metrics import Metrics
 from common.sessions import SessionSettings, SessionStore, day_start_of
 from common.shards import ShardSet
-from loadtest.measure import print_progress
+from loadtest.measure import print_note, print_progress
 
 DAY_BENCHED = "2026-03-05"
 
@@ -77,7 +77,7 @@ async def scenario_backfill(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         written = await asyncio.to_thread(write_archive, root / "archive", d0 - DAY if args.neighbors else d0, days,
                                           args.streams, args.minutes)
-        print_progress({"archive_events": written, "written_s": round(time.perf_counter() - started, 1)})
+        print_note({"archive_events": written, "written_s": round(time.perf_counter() - started, 1)})
         for index in range(3):
             await cluster.start_redis(index, free_port())
         shards = ShardSet([(a.split(":")[0], int(a.split(":")[1])) for a in cluster.redis_addresses], 4, 30.0,
@@ -85,14 +85,14 @@ async def scenario_backfill(args: argparse.Namespace) -> dict[str, Any]:
         store = SessionStore(shards, timeout=30.0)
         results = []
         try:
-            for workers in args.workers:  # each worker count inserts every session, then finds nothing to change
+            for workers in args.backfill_workers:  # each worker count inserts every session, then finds nothing to change
                 await store.delete([(f"{1_000_000 + i}", d0) for i in range(args.streams)])
                 for run in ("first", "second"):
                     results.append(await one_run(store, root, d0, workers, run, args.streams, written))
         finally:
             await shards.close()
         ratios = [{"workers": w, "seconds, 1 worker / this": round(
-            _median(results, args.workers[0]) / _median(results, w), 2)} for w in args.workers[1:]]
+            _median(results, args.backfill_workers[0]) / _median(results, w), 2)} for w in args.backfill_workers[1:]]
         return {"results": results, "ratios": ratios, "chat_counting_us_per_message": round(chat_cost(), 2),
                 "cores": os.cpu_count()}
     finally:
@@ -131,7 +131,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("backfill")
     group.add_argument("--streams", type=int, default=10_000, help="backfill: channels live all day")
     group.add_argument("--minutes", type=int, default=1440, help="backfill: live minutes of each channel a day")
-    group.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1],
+    group.add_argument("--backfill-workers", type=int, nargs="+", default=[1, os.cpu_count() or 1],
                        help="backfill: processes, one run (and a second) per count, side by side")
     group.add_argument("--neighbors", action="store_true",
                        help="backfill: the days before and after are in the archive too (streams run through)")

@@ -25,7 +25,13 @@ import aiohttp
 from common import wire
 from loadtest import backfill, highlights, presence, steady, tpp
 from loadtest.fleet import FleetConfig, FleetGroup
-from loadtest.measure import commandstats, cpu_by_kind, print_progress, progress_of, statsd_sink
+from loadtest.measure import (
+    commandstats,
+    cpu_by_kind,
+    print_progress,
+    progress_of,
+    statsd_sink,
+)
 from loadtest.systems import ChatdSystem, NgircdSystem, RawSystem, Sender, System
 from loadtest.traffic import drive, zipf_sizes
 
@@ -500,6 +506,9 @@ def steps(args: argparse.Namespace) -> int | None:
         "keepalive": 2,
         "steady": (len(args.steady_systems) + baseline) * len(args.rates),
         "presence": 2,
+        "highlights": args.rounds * 2,
+        "backfill": 2 * len(args.backfill_workers),
+        "tpp": len(args.workers) * len(args.hot_rates),
     }.get(args.scenario)
 
 

@@ -102,6 +102,15 @@ async def statsd_sink() -> tuple[asyncio.DatagramTransport, StatsdSink]:
     return await loop.create_datagram_endpoint(StatsdSink, local_addr=("127.0.0.1", 0))
 
 
+def print_note(result: dict[str, Any]) -> None:
+    """A line about the run that is not one of its results, on stderr (under the bar on a terminal)."""
+    line = "  ".join(f"{k}={v}" for k, v in result.items() if not isinstance(v, (dict, list)))
+    if _progress is None:
+        print("  " + line, file=sys.stderr, flush=True)
+    else:
+        _progress.note(line)
+
+
 def print_progress(result: dict[str, Any]) -> None:
     """One step's result, on stderr: a line under the bar (or among the plain lines), and a step done."""
     line = "  ".join(f"{k}={v}" for k, v in result.items() if not isinstance(v, (dict, list)))

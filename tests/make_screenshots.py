@@ -13,8 +13,8 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from browser_support import PHONE_WIDTH, chromium, open_page  # noqa: E402
-from support import IrcClient, running_cluster  # noqa: E402
+from browser_support import PHONE_WIDTH, chromium, open_page
+from support import IrcClient, running_cluster
 
 DOCS = Path(__file__).parent.parent / "docs"
 LINES = ["that boss fight was insane", "PogChamp PogChamp", "anyone else lagging?", "gg", "left left LEFT",

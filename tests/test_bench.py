@@ -27,7 +27,7 @@ SCENARIOS = {
     "memory": (["--connections", "100"], {"chatd"}),
     "keepalive": (["--requests", "100"], {"chatd"}),
     "highlights": (["--rate", "200", "--duration", "1"], {"highlights on", "highlights off"}),
-    "backfill": (["--streams", "20", "--minutes", "90", "--neighbors", "--workers", "1", "2"], {"chatd"}),
+    "backfill": (["--streams", "20", "--minutes", "90", "--neighbors", "--backfill-workers", "1", "2"], {"chatd"}),
     # The same checkout stands in for another version: the side-by-side path runs.
     "steady": (["--clients", "60", "--channels", "4", "--rates", "20", "--duration", "1", "--senders", "2",
                 "--baseline-code", str(Path(__file__).parent.parent), "--baseline-name", "same"],

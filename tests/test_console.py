@@ -8,13 +8,13 @@ import json
 
 import aiohttp
 import pytest
-
 from browser_support import chromium, open_page
+from support import IrcClient, running_cluster
+
 from clue.modlog import entry_for, is_moderation
 from common.metrics import Metrics, summarize
 from common.wire import Identity, MetricsSample, TimerSummary
 from edge.readings import pool_label, reading, shard_metric_name
-from support import IrcClient, running_cluster
 
 # ---------------------------------------------------------------- pure parts
 
@@ -169,8 +169,8 @@ async def test_the_console_charts_a_spike_and_its_button_moves_the_channel_while
             assert watched.errors == []
 
 
-async def test_the_console_shows_the_moderation_log_and_no_timeline_yet_and_wants_its_token(tmp_path):
-    async with running_cluster(tmp_path, edges=1) as cluster:
+async def test_the_console_shows_the_moderation_log_and_a_stream_session_and_wants_its_token(tmp_path):
+    async with running_cluster(tmp_path, edges=1, env={"SESSION_LATENESS": "0"}) as cluster:
         _, ws_port = cluster.edge_addresses(0)
         owner = await cluster.client("chan", channels=("#chan",))
         troll = await cluster.client("troll", channels=("#chan",))
@@ -200,6 +200,18 @@ async def test_the_console_shows_the_moderation_log_and_no_timeline_yet_and_want
             await page.click("#timeline-form button")
             summary = page.locator("#timeline-summary")
             await summary.wait_for()
-            assert await summary.inner_text() == "#chan · highlights: none yet · stream sessions: none yet"
+            assert await summary.inner_text() == "#chan · highlights: 0 · stream sessions: 0"
+
+            # The broadcaster's software says the stream is live: the timeline shows the open session.
+            async with aiohttp.ClientSession() as http, http.post(
+                    f"{base}/api/v1/channels/chan/broadcast", headers={"Authorization": f"Bearer {cluster.token('chan')}"}
+            ) as response:
+                assert response.status == 200, await response.text()
+            deadline = asyncio.get_running_loop().time() + 20
+            while await summary.inner_text() != "#chan · highlights: 0 · stream sessions: 1":
+                assert asyncio.get_running_loop().time() < deadline, await summary.inner_text()
+                await page.click("#timeline-form button")
+                await page.wait_for_timeout(250)
+            assert "live UTC" in await page.locator("#timeline rect.session title").text_content()
             assert watched.errors == []
             await IrcClient.close(troll)

@@ -7,7 +7,6 @@ import asyncio
 import re
 
 import aiohttp
-
 from browser_support import PHONE_WIDTH, chromium, open_page
 from support import running_cluster
 

@@ -12,8 +12,8 @@ from aiohttp import web
 from clue.accounts import Accounts
 from clue.channels import ChannelCache
 from clue.commands import Commands
-from clue.helix.base import HelixBase
 from clue.eventsub_store import EventSubStore
+from clue.helix.base import HelixBase
 from clue.helix.chat import ChatEndpoints
 from clue.helix.eventsub import EventSubEndpoints
 from clue.helix.moderation import ModerationEndpoints

@@ -15,9 +15,8 @@ from aiohttp import web
 from clue.accounts import Accounts
 from clue.channels import ChannelCache, ChannelState
 from clue.oauth import OAuth, OAuthError
-from common.shards import ShardSet, ShardUnavailable, pipeline_call
 from common import scopes, twitch
-from common.twitch import rfc3339_seconds as rfc3339
+from common.shards import ShardSet, ShardUnavailable, pipeline_call
 from common.tokens import APP, USER, Grant
 
 # Twitch's bucket: 800 points a minute per client and user.

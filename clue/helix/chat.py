@@ -11,13 +11,14 @@ from clue import eventsub_events as es
 from clue import stamp
 from clue.channels import ChannelState
 from clue.commands import Commands, Role, role_of
-from clue.helix.base import Call, HelixBase, HelixError, paginate, rfc3339
+from clue.helix.base import Call, HelixBase, HelixError, paginate
 from clue.ingest import Ingest
 from clue.presence import Presence
 from common import twitch
 from common.irc import Message, serialize_tags
 from common.shards import pipeline_call, user_key
 from common.tokens import USER
+from common.twitch import rfc3339_seconds as rfc3339
 from common.wire import Event, Identity, Submission
 
 MAX_USERS = 100

@@ -15,13 +15,26 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from clue.commands import Role, role_of
-from clue.eventsub_store import MAX_CONDUITS, MAX_PER_SESSION, MAX_SHARDS, EventSubStore, Stored
-from clue.helix.base import Call, HelixBase, HelixError, paginate, rfc3339
+from clue.eventsub_store import (
+    MAX_CONDUITS,
+    MAX_PER_SESSION,
+    MAX_SHARDS,
+    EventSubStore,
+    Stored,
+)
+from clue.helix.base import Call, HelixBase, HelixError, paginate
 from clue.publisher import Exchanges
 from common import twitch
 from common.internal_http import ApiError, read_body, reply
 from common.tokens import APP, USER
-from common.wire import Control, Event, SessionRequest, SessionSubscriptions, Subscription
+from common.twitch import rfc3339_seconds as rfc3339
+from common.wire import (
+    Control,
+    Event,
+    SessionRequest,
+    SessionSubscriptions,
+    Subscription,
+)
 
 SESSION_PREFIX = "$"  # a session's control stream: `$<session id>`
 # What the Helix listing reports as the cost budget (chatd charges nothing).

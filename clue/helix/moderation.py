@@ -8,10 +8,11 @@ import uuid
 from aiohttp import web
 
 from clue.channels import ChannelState
-from clue.commands import Commands, MAX_TIMEOUT
-from clue.helix.base import Call, HelixBase, HelixError, paginate, rfc3339
+from clue.commands import MAX_TIMEOUT, Commands
+from clue.helix.base import Call, HelixBase, HelixError, paginate
 from clue.ingest import Ingest
 from common.tokens import USER
+from common.twitch import rfc3339_seconds as rfc3339
 from common.wire import Outcome
 
 # A refused command's msg-id → Helix's status and message.

@@ -393,7 +393,8 @@ async function loadTimeline(channel) {
     "muted");
   summary.id = "timeline-summary";
   parts.push(summary);
-  const spans = sessions.data.map((s) => [Date.parse(s.start_time), s.end_time ? Date.parse(s.end_time) : Date.now(), s]);
+  const utc = (text) => Date.parse(`${text.replace(" ", "T")}Z`); // sessions' times: "2026-03-05 14:13:00", UTC
+  const spans = sessions.data.map((s) => [utc(s.start_time), s.open ? Date.now() : utc(s.end_time), s]);
   const points = highlights.data.map((h) => [h.window_start_ms, h.window_end_ms, h]);
   const times = [...spans.flatMap(([a, b]) => [a, b]), ...points.flatMap(([a, b]) => [a, b])].filter(Number.isFinite);
   if (times.length) {
@@ -405,7 +406,7 @@ async function loadTimeline(channel) {
     for (const [start, end, session] of spans) {
       const rect = svg("rect", { x: x(start), y: 20, width: Math.max(2, x(end) - x(start)), height: 40, class: "session" });
       rect.append(svg("title", {}));
-      rect.firstChild.textContent = `session ${session.id}: ${session.start_time} – ${session.end_time || "live"}`;
+      rect.firstChild.textContent = `session ${session.id}: ${session.start_time} – ${session.open ? "live" : session.end_time} UTC`;
       chart.append(rect);
     }
     for (const [start, end, highlight] of points) {
