@@ -204,9 +204,14 @@ class Sender:
         if self.join:
             lines.append(f"JOIN {','.join(self.channels)}")
         self.writer.write("".join(line + "\r\n" for line in lines).encode())
-        if not self.join:
-            while b" 376 " not in await asyncio.wait_for(self.reader.readline(), 30):
-                pass
+        said = b""
+        while not self.join:
+            line = await asyncio.wait_for(self.reader.readline(), 30)
+            if not line:
+                raise RuntimeError(f"{self.system.name} closed the sender: registration failed ({said.decode()!r})")
+            if b" 376 " in line:
+                break
+            said = line.strip()
         joined = 0
         while self.join and joined < len(self.channels):
             line = await asyncio.wait_for(self.reader.readline(), 30)
