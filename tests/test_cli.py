@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -12,7 +13,6 @@ import aiohttp
 import pytest
 from support import IrcClient
 
-from chatd.cluster import free_port
 from common.irc import parse
 
 CHATD = str(Path(sys.executable).parent / "chatd")
@@ -56,12 +56,14 @@ class ChatdUp:
         if same_ports_as is not None:
             self.irc, self.ws, self.redis = same_ports_as.irc, same_ports_as.ws, same_ports_as.redis
         else:
-            # Consecutive ports for edges i = 0, 1 and shards 0-2, as SPEC §2 lays them out.
+            # Consecutive ports for edges i = 0, 1 and shards 0-2, as SPEC §2 lays them out, above the
+            # ephemeral range (1024-65000): the second run takes the same ones, and no outgoing
+            # connection can have been given one of them in between.
             while True:
-                irc, ws, self.redis = free_port(), free_port(), free_port()
-                if all(_port_free(p) for p in (irc + 1, ws + 1, self.redis + 1, self.redis + 2)):
+                base = random.randrange(65001, 65529)
+                if all(_port_free(p) for p in range(base, base + 7)):
                     break
-            self.irc, self.ws = [irc, irc + 1], [ws, ws + 1]
+            self.irc, self.ws, self.redis = [base, base + 1], [base + 2, base + 3], base + 4
         self.process: asyncio.subprocess.Process | None = None
         self.output: list[str] = []
 
