@@ -171,8 +171,11 @@ async def measure(args: argparse.Namespace, system: ChatdSystem, sink: StatsdSin
         "ordinary_p50_ms": others["p50_ms"], "ordinary_p99_ms": others["p99_ms"],
         **{f"{hop} p99_ms": figures["p99_ms"] for hop, figures in hops.items()},
         **batching(sink),
-        # Clients the edges cut for not reading fast enough (what they missed counts as lost).
+        # Clients the edges cut (what they missed counts as lost): not reading fast enough, or no PONG in time.
         "slow_consumer_cuts": sink.count("chatd.edge.connections.slow_consumer"),
+        "ping_timeout_cuts": sink.count("chatd.edge.connections.ping_timeout"),
+        # Messages clue refused (each told to its sender): never delivered, so counted in `lost` too.
+        "refused": sink.count("chatd.clue.messages.rejected.*"),
         "hottest_shard_share": round(max(commands.values(), default=0) / max(total_commands, 1), 3),
         "redis_commands_per_message": round(total_commands / max(outcome["sent"], 1), 2),
         "edge_us_per_delivery": round(cpu.get("edge", 0.0) * 1e6 / delivered, 2),
