@@ -190,7 +190,7 @@ class WebSocketConnection(ClientConnection):
         super().__init__(host, proxy_protocol)
         self._frames: websocket.FrameReader | None = None  # once open
         self._refusal: str | None = None
-        self._head: bytearray | None = bytearray()  # until the first request's head is read
+        self._head: bytes | None = b""  # until the first request's head is read (None after)
 
     def on_admitted(self) -> None:
         pass  # not open for chat until the handshake completes
@@ -201,13 +201,16 @@ class WebSocketConnection(ClientConnection):
 
     def received(self, data: bytes) -> None:
         if self._head is not None:
-            self._head += data
-            end = self._head.find(b"\r\n\r\n")
+            if self._head:  # a head that came in pieces (most come whole, in one read)
+                data = self._head + data
+            end = data.find(b"\r\n\r\n")
             if end < 0:
-                if len(self._head) > MAX_REQUEST_HEAD:
+                if len(data) > MAX_REQUEST_HEAD:
                     self.abort()
+                else:
+                    self._head = data
                 return
-            data, self._head = bytes(self._head), None
+            self._head = None
             head, data = data[:end], data[end + 4:]
             if self._refusal is None and not is_irc_upgrade(head):
                 # Not IRC over WebSocket: the edge's HTTP surface (API, EventSub, the page) serves it,

@@ -354,7 +354,7 @@ class EdgeService:
             self.execute(conn, conn.session.join_failed(channel, state.msg_id or "msg_join_failed"))
             return
         await self._subscribe(channel, state.cluster)
-        if not conn.open or channel not in conn.session.joining:
+        if not conn.open or not conn.session.is_joining(channel):
             clusters.unsubscribe(channel)
             return
         # No await between the JOIN echo and joining the hub: nothing can slip between.
