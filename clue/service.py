@@ -43,8 +43,10 @@ from common.tasks import cancel_and_wait
 from common.wire import (
     EventRange,
     Identity,
+    JoinBatch,
     JoinReply,
     JoinRequest,
+    JoinResults,
     LoginReply,
     LoginRequest,
     PresenceBatch,
@@ -89,7 +91,7 @@ class ClueService:
             settings.common.internal_token,
             [
                 web.post("/v1/login", self._on_login),
-                web.post("/v1/join", self._on_join),
+                web.post("/v1/joins", self._on_joins),
                 web.post("/v1/messages", self._on_messages),
                 web.post("/v1/tail", self._on_tail),
                 web.post("/v1/history", self.history.on_history),
@@ -178,31 +180,34 @@ class ClueService:
         self.metrics.incr("logins.ok")
         return reply(LoginReply(identity))
 
-    async def _on_join(self, request: web.Request) -> web.Response:
-        body = await read_body(request, JoinRequest)
+    async def _on_joins(self, request: web.Request) -> web.Response:
+        body = await read_body(request, JoinBatch)
+        return reply(JoinResults(list(await asyncio.gather(*(self._join(join) for join in body.joins)))))
+
+    async def _join(self, body: JoinRequest) -> JoinReply:
         if not twitch.is_valid_channel(body.channel):
-            raise ApiError(400, "channel must look like #name")
+            return JoinReply(ok=False, msg_id="msg_channel_suspended")  # edges check names first: not reached
         try:
             state = await self.channels.get(body.channel)
             if body.identity is not None and await self._over_limit(
                     body.identity.user_id, "joins", limits.join_limit(self.settings, body.identity)):
                 self.metrics.incr("joins.ratelimited")
-                return reply(JoinReply(ok=False, msg_id="msg_join_ratelimit"))
+                return JoinReply(ok=False, msg_id="msg_join_ratelimit")
         except ShardUnavailable:
-            return reply(JoinReply(ok=False, msg_id="msg_join_failed"))
+            return JoinReply(ok=False, msg_id="msg_join_failed")
         names: list[str] = []
         if body.names and body.identity is not None:
             try:
                 names = await self.presence.names(body.channel) or []
             except ShardUnavailable:
                 names = []  # NAMES lists the joiner alone; the JOIN itself goes on
-        return reply(JoinReply(
+        return JoinReply(
             ok=True,
             room_state=state.room_state_tags(),
             user_state=stamp.user_state_tags(body.identity, state) if body.identity else {},
             cluster=self.routes.cluster_for(body.channel),
             names=names,
-        ))
+        )
 
     async def _on_presence(self, request: web.Request) -> web.Response:
         body = await read_body(request, PresenceBatch)

@@ -153,6 +153,17 @@ class JoinReply(msgspec.Struct, omit_defaults=True):
     names: list[str] = []  # logins present (NAMES), when asked for and the channel is small enough
 
 
+class JoinBatch(msgspec.Struct):
+    """The JOINs an edge has for one clue in a loop tick: one request however many
+    clients join at once (a JOIN storm is thousands)."""
+
+    joins: list[JoinRequest]
+
+
+class JoinResults(msgspec.Struct):
+    results: list[JoinReply]  # one per JOIN, in order
+
+
 class PresenceChange(msgspec.Struct, array_like=True, gc=False):
     """A logged-in user came into (or left) a channel on an edge."""
 

@@ -1,4 +1,4 @@
-"""The edge's calls to the clue pool: logins, joins and chat submissions.
+"""The edge's calls to the clue pool: logins, joins and chat submissions (these two batched).
 
 A user's requests always go to the same healthy clue, so their messages keep
 their order. A clue that refuses connections is taken out of the ring (a
@@ -27,8 +27,10 @@ from common.ring import Ring
 from common.tasks import cancel_and_wait
 from common.wire import (
     Identity,
+    JoinBatch,
     JoinReply,
     JoinRequest,
+    JoinResults,
     LoginReply,
     LoginRequest,
     Outcome,
@@ -60,6 +62,8 @@ class ClueClient:
             url: InternalClient(f"clue:{url}", url, token, metrics, timeout=timeout) for url in urls
         }
         self._batchers = {url: Batcher(self._sender(url)) for url in urls}
+        # JOINs go in batches too: a JOIN storm is one request per clue per tick, not one per JOIN.
+        self._joiners = {url: Batcher(self._joiner(url)) for url in urls}
         self._health_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         metrics.gauge_from("clue.healthy", lambda: len(self._healthy))
@@ -122,6 +126,14 @@ class ClueClient:
 
         return send
 
+    def _joiner(self, url: str) -> Callable[[list[JoinRequest]], Awaitable[list[JoinReply]]]:
+        client = self._clients[url]
+
+        async def send(joins: list[JoinRequest]) -> list[JoinReply]:
+            return (await client.post("/v1/joins", JoinBatch(joins), op="joins", answer=JoinResults)).results
+
+        return send
+
     async def login(self, token: str) -> Identity | None:
         """The identity a token names, or None when clue refuses it."""
         try:
@@ -133,8 +145,17 @@ class ClueClient:
         return answer.identity
 
     async def join(self, channel: str, identity: Identity | None, names: bool = False) -> JoinReply:
+        """Clue's answer to a JOIN (raises RemoteError when none answers)."""
         key = identity.login if identity else channel
-        return await self.call(key, "/v1/join", JoinRequest(channel, identity, names), op="join", answer=JoinReply)
+        request = JoinRequest(channel, identity, names)
+        url = self._pick(key)
+        try:
+            return await self._joiners[url].submit(request)
+        except RemoteError as exc:
+            if not exc.refused:
+                raise
+            self._mark(url, False)  # that clue never saw it: the next one may take it
+            return await self._joiners[self._pick(key)].submit(request)
 
     def submit(self, submission: Submission, retry: bool) -> asyncio.Future[Outcome]:
         """Hand a message to the user's clue; `retry`: it is safe to send again
@@ -198,7 +219,7 @@ class ClueClient:
         await cancel_and_wait(self._health_task)
         for task in list(self._tasks):
             await cancel_and_wait(task)
-        for batcher in self._batchers.values():
+        for batcher in [*self._batchers.values(), *self._joiners.values()]:
             await batcher.close()
         for client in self._clients.values():
             await client.close()

@@ -164,7 +164,7 @@ BAD_BODIES = [b"not json", b"[1, 2, 3]", b'{"messages": "no"}', b'{"messages": [
 async def test_every_http_api_answers_malformed_requests_with_a_json_error(tmp_path):
     async with running_cluster(tmp_path, edges=1) as cluster:
         internal = {"Authorization": f"Bearer {cluster.internal_token}"}
-        targets = [(cluster.clue_urls[0], path) for path in ("/v1/login", "/v1/join", "/v1/messages", "/v1/tail")]
+        targets = [(cluster.clue_urls[0], path) for path in ("/v1/login", "/v1/joins", "/v1/messages", "/v1/tail")]
         targets += [(cluster.exchange_urls[0], path) for path in
                     ("/v1/publish", "/v1/subscribe", "/v1/sync", "/v1/heartbeat", "/v1/range", "/v1/outcome",
                      "/v1/lookup", "/v1/move")]
