@@ -258,9 +258,11 @@ async def test_eventsub_sessions_move_off_a_draining_worker_to_another(tmp_path)
             worker = health["workers"][0]
             return health if worker["ok"] and worker["pid"] != draining["pid"] else None
 
-        # The drained worker is started again, and every session is on the one that stayed.
+        # The drained worker is started again, and every session lives on: on the worker that stayed, or
+        # on the new process when the kernel gave it a reconnect (it listens on the shared port too).
         health = await wait_until(drained_and_back, "the drained worker back with a new process")
-        assert health["workers"][1]["eventsub_sessions"] == len(sockets) and health["workers"][0]["restarts"] == 1
+        assert sum(worker["eventsub_sessions"] for worker in health["workers"]) == len(sockets)
+        assert health["workers"][0]["restarts"] == 1
         sayer = await cluster.client("moveroom")  # the room's first connection may have been on the drained worker
         await sayer.send("PRIVMSG #moveroom :after the move")
         for ws in sockets.values():
