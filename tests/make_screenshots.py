@@ -31,7 +31,10 @@ async def chatter(cluster, login: str, channel: str, **claims) -> IrcClient:
 
 
 async def main() -> None:
-    env = {"RATE_LIMIT": "100000", "RATE_LIMIT_PRIVILEGED": "100000"}
+    # A detector on 1 s windows, so the spike below is a highlight on the console's timeline within
+    # the run; sessions open on the first broadcast.
+    env = {"RATE_LIMIT": "100000", "RATE_LIMIT_PRIVILEGED": "100000", "HIGHLIGHT_WINDOW": "1s",
+           "HIGHLIGHT_GRACE": "300ms", "HIGHLIGHT_AVERAGE": "20", "HIGHLIGHT_WARMUP": "3", "SESSION_LATENESS": "0"}
     with tempfile.TemporaryDirectory() as directory:
         async with running_cluster(Path(directory), edges=2, extra_clusters={"event": (1, 1)}, env=env) as cluster:
             _, ws_port = cluster.edge_addresses(0)
@@ -52,9 +55,10 @@ async def main() -> None:
                 await client.send(f"PRIVMSG #tpp :{text}")
             await fan.send(f"@reply-parent-msg-id={first.tags['id']} PRIVMSG #tpp :@tpp thanks for streaming!")
             async with aiohttp.ClientSession() as http:
+                owner = {"Authorization": f"Bearer {cluster.token('tpp')}"}
                 await http.post(f"{base}/api/v1/channels/tpp/trigger", json={"kind": "resub", "user": "fan",
-                                                                             "months": 14},
-                                headers={"Authorization": f"Bearer {cluster.token('tpp')}"})
+                                                                             "months": 14}, headers=owner)
+                await http.post(f"{base}/api/v1/channels/tpp/broadcast", headers=owner)  # the stream is live
             async with chromium() as browser:
                 desktop = await open_page(browser, f"{base}/", width=900, height=620)
                 page = desktop.page
