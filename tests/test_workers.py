@@ -256,12 +256,12 @@ async def test_eventsub_sessions_move_off_a_draining_worker_to_another(tmp_path)
         async def drained_and_back() -> dict | None:
             health = await host_health(cluster)
             worker = health["workers"][0]
-            return health if worker["ok"] and worker["pid"] != draining["pid"] else None
+            every_session = sum(w.get("eventsub_sessions", 0) for w in health["workers"]) == len(sockets)
+            return health if worker["ok"] and worker["pid"] != draining["pid"] and every_session else None
 
         # The drained worker is started again, and every session lives on: on the worker that stayed, or
         # on the new process when the kernel gave it a reconnect (it listens on the shared port too).
-        health = await wait_until(drained_and_back, "the drained worker back with a new process")
-        assert sum(worker["eventsub_sessions"] for worker in health["workers"]) == len(sockets)
+        health = await wait_until(drained_and_back, "the drained worker back, and every session on a worker")
         assert health["workers"][0]["restarts"] == 1
         sayer = await cluster.client("moveroom")  # the room's first connection may have been on the drained worker
         await sayer.send("PRIVMSG #moveroom :after the move")
