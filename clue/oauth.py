@@ -15,6 +15,7 @@ from aiohttp import web
 
 from clue.accounts import Accounts
 from common import scopes
+from common.internal_http import ApiError
 from common.shards import ShardUnavailable
 from common.tokens import (
     APP,
@@ -26,6 +27,7 @@ from common.tokens import (
     issue_token,
     read_token,
 )
+from common.wire import Identity
 
 # Lifetimes of what OAuth issues (Twitch: about four hours for user tokens, 60 days for app tokens).
 USER_TOKEN_TTL = 4 * 3600
@@ -68,6 +70,18 @@ class OAuth:
         if revoked:
             raise OAuthError(401, "invalid access token")
         return grant
+
+    async def bearer_user(self, request: web.Request) -> Identity:
+        """The user whose token the request carries (`Authorization: Bearer …`); ApiError 401 otherwise."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "no bearer token")
+        try:
+            grant = await self.authenticate(token)
+        except OAuthError as exc:
+            raise ApiError(401, exc.message) from None
+        assert grant.identity is not None  # a user token
+        return grant.identity
 
     # ---- handlers (clue routes /oauth2/*; edges map the Twitch CLI's /auth/* here)
     async def on_validate(self, request: web.Request) -> web.Response:

@@ -42,7 +42,6 @@ from common.shards import ShardSet, ShardUnavailable, pipeline_call, user_key
 from common.tasks import cancel_and_wait
 from common.wire import (
     EventRange,
-    Identity,
     JoinBatch,
     JoinReply,
     JoinRequest,
@@ -242,17 +241,6 @@ class ClueService:
         return reply(EventRange(events=events, complete=True))
 
     # ---- the moderation API for bots and tools (users' bearer tokens)
-    async def _api_identity(self, request: web.Request) -> Identity:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
-            raise ApiError(401, "no bearer token")
-        try:
-            grant = await self.oauth.authenticate(token)
-        except OAuthError as exc:
-            raise ApiError(401, exc.message) from None
-        assert grant.identity is not None
-        return grant.identity
-
     async def _api_state(self, request: web.Request) -> ChannelState:
         channel = "#" + request.match_info["channel"].lstrip("#").lower()
         if not twitch.is_valid_channel(channel):
@@ -264,7 +252,7 @@ class ClueService:
 
     async def _on_api_command(self, request: web.Request) -> web.Response:
         """`{"command": "/ban troll"}` → what the same line in chat would do."""
-        identity = await self._api_identity(request)
+        identity = await self.oauth.bearer_user(request)
         state = await self._api_state(request)
         body = await read_body(request, ApiCommand)
         text = body.command.strip()
@@ -275,7 +263,7 @@ class ClueService:
         return reply({"ok": outcome.ok, "msg_id": outcome.msg_id, "text": outcome.text}, status=status)
 
     async def _on_api_channel(self, request: web.Request) -> web.Response:
-        await self._api_identity(request)
+        await self.oauth.bearer_user(request)
         state = await self._api_state(request)
         return reply({
             "channel": state.name,

@@ -20,13 +20,13 @@ from analytics.sessions import format_time, parse_time, session_id
 from analytics.summaries import summarize
 from clue.accounts import Accounts
 from clue.channels import ChannelCache
-from clue.oauth import OAuth, OAuthError
+from clue.oauth import OAuth
 from clue.publisher import Exchanges
 from common import twitch
 from common.internal_http import ApiError, RemoteError, read_body, reply
 from common.sessions import SessionStore
 from common.shards import ShardSet, ShardUnavailable
-from common.wire import Broadcast, Event, Identity, SessionRecord
+from common.wire import Broadcast, Event, SessionRecord
 
 FUTURE_SKEW = 60  # seconds a sender's clock may run ahead of ours
 MAX_AGE = 31 * 86_400  # older events are refused: nothing would ever look at them
@@ -52,7 +52,7 @@ class SessionsApi:
                 web.get("/api/v1/channels/{channel}/sessions", self.on_sessions)]
 
     async def on_broadcast(self, request: web.Request) -> web.Response:
-        identity = await self._identity(request)
+        identity = await self.oauth.bearer_user(request)
         channel = _channel(request)
         if identity.login != channel[1:]:
             raise ApiError(403, f"only the broadcaster of {channel} may say it is live")
@@ -88,17 +88,6 @@ class SessionsApi:
         except ShardUnavailable:
             raise ApiError(503, "sessions are unavailable right now") from None
         return reply({"channel": channel, "channel_id": channel_id, "sessions": [shown(r) for r in records]})
-
-    async def _identity(self, request: web.Request) -> Identity:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise ApiError(401, "no bearer token")
-        try:
-            grant = await self.oauth.authenticate(token)
-        except OAuthError as exc:
-            raise ApiError(401, exc.message) from None
-        assert grant.identity is not None  # a user token
-        return grant.identity
 
 
 def shown(record: SessionRecord) -> dict:

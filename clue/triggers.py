@@ -20,7 +20,7 @@ from clue import usernotice as un
 from clue.accounts import Accounts
 from clue.channels import ChannelCache
 from clue.helix.chat import ANNOUNCEMENT_COLORS
-from clue.oauth import OAuth, OAuthError
+from clue.oauth import OAuth
 from clue.publisher import Exchanges
 from common import twitch
 from common.internal_http import ApiError, RemoteError, read_body, reply
@@ -62,7 +62,7 @@ class Triggers:
         self.emotes = emotes
 
     async def on_trigger(self, request: web.Request) -> web.Response:
-        owner = await self._token_login(request)
+        owner = (await self.oauth.bearer_user(request)).login
         channel = "#" + request.match_info["channel"].lstrip("#").lower()
         if not twitch.is_valid_channel(channel):
             raise ApiError(400, "no such channel name")
@@ -91,17 +91,6 @@ class Triggers:
             raise ApiError(503, "the exchange did not take the event; try again") from None
         lines = [f"@{event.tags} {event.line}" for event in events if event.line]
         return reply({"ok": True, "kind": body.kind, "channel": channel, "id": events[0].id, "lines": lines})
-
-    async def _token_login(self, request: web.Request) -> str:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise ApiError(401, "no bearer token")
-        try:
-            grant = await self.oauth.authenticate(token)
-        except OAuthError as exc:
-            raise ApiError(401, exc.message) from None
-        assert grant.identity is not None  # a user token
-        return grant.identity.login
 
     async def _person(self, login: str) -> un.Person:
         """A registered user as they are known, else a made-up one with a derived id."""
