@@ -138,6 +138,7 @@ class EventSubHub:
         self.sessions: dict[str, Session] = {}
         self._by_channel: dict[str, set[Listener]] = {}
         self._maintenance: asyncio.Task[None] | None = None
+        self.draining = False
 
     def start(self) -> None:
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
@@ -208,6 +209,8 @@ class EventSubHub:
         session.welcomed_at = time.monotonic()
         for sub in held:  # a session taken over: its subscriptions go on here
             await self._add(session, sub)
+        if self.draining:  # it came on a connection opened before the drain: on it goes, elsewhere
+            self._send_reconnect(session)
         log.info("eventsub_session", session=session.id, resumed=resumed, subscriptions=len(held))
         return True
 
@@ -366,17 +369,21 @@ class EventSubHub:
                     with contextlib.suppress(ConnectionError, RuntimeError):
                         await session.ws.ping()
 
+    def _send_reconnect(self, session: Session) -> None:
+        session.reconnect_sent = time.monotonic()
+        session.send_message("session_reconnect", {"session": {
+            "id": session.id, "status": "reconnecting", "keepalive_timeout_seconds": None,
+            "reconnect_url": self.reconnect_url(session.id), "connected_at": rfc3339(session.connected_at)}})
+
     async def drain(self, timeout: float) -> None:
-        """This edge is going away: tell every session where to reconnect, and wait a while for them to go."""
+        """This edge is going away: tell every session where to reconnect, and wait a while for them to go.
+        A session that still arrives here meanwhile is told the same at once."""
+        self.draining = True
         for session in self.sessions.values():
-            session.reconnect_sent = time.monotonic()
-            session.send_message("session_reconnect", {"session": {
-                "id": session.id, "status": "reconnecting", "keepalive_timeout_seconds": None,
-                "reconnect_url": self.reconnect_url(session.id), "connected_at": rfc3339(session.connected_at)}})
+            self._send_reconnect(session)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.sessions and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for session in list(self.sessions.values()):
             session.close(CLOSE_GRACE)
-

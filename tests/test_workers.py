@@ -23,6 +23,7 @@ from edge.workers import reserve
 
 CHATD = str(Path(sys.executable).parent / "chatd")
 RESTART_DEADLINE = 20.0  # a restart takes 0.5 s of backoff and a process start
+KEPT_WS, KEPT_IRC = 65270, 65280  # fixed ports, so edge-0's reconnect_url can name edge-1
 MAX_CLIENTS = 24  # connections opened until every worker holds one (all on one of two: 1 in 2^23)
 
 
@@ -41,6 +42,10 @@ async def clients_on_every_worker(connect, health) -> list[IrcClient]:
         if len(clients) > 1 and all(worker["connections"] for worker in (await health())["workers"]):
             return clients
     raise AssertionError(f"{MAX_CLIENTS} connections and a worker holds none: {await health()}")
+
+
+async def host_sessions(cluster, expected: int) -> bool:
+    return sum(worker["eventsub_sessions"] for worker in (await host_health(cluster))["workers"]) == expected
 
 
 async def wait_until(condition, what: str, timeout: float = RESTART_DEADLINE):
@@ -271,25 +276,77 @@ async def test_eventsub_sessions_move_off_a_draining_worker_to_another(tmp_path)
         os.kill(draining["pid"], signal.SIGTERM)  # one worker drains; the other keeps listening
         await wait_until(lambda: sum(inbox.has("session_reconnect") for inbox in inboxes.values())
                          == draining["eventsub_sessions"], "session_reconnect on each of the draining worker's sessions")
-        for session_id, inbox in list(inboxes.items()):
-            if not inbox.has("session_reconnect"):  # on the worker that stays: nothing to do
-                continue
-            url = (await inbox.next("session_reconnect"))["payload"]["session"]["reconnect_url"]
+
+        async def move(session_id: str) -> None:
+            """What a client does on session_reconnect: connect where it says, leave the old socket once welcomed."""
+            old = inboxes[session_id]
+            url = (await old.next("session_reconnect"))["payload"]["session"]["reconnect_url"]
             assert url.startswith(f"ws://127.0.0.1:{ws_port}/ws?reconnect=")  # the shared port
+            # Through the same HTTP session as the Helix calls: its pool may still hold a connection the
+            # draining worker accepted, and a session that lands there is told to reconnect once more.
             new = Inbox(await http.ws_connect(url))
             welcome = await new.next("session_welcome")
             assert welcome["payload"]["session"]["id"] == session_id
-            await inbox.close()
             inboxes[session_id] = new
+            await old.close()
 
         async def drained_and_back() -> dict | None:
+            for session_id, inbox in list(inboxes.items()):
+                if inbox.has("session_reconnect"):
+                    await move(session_id)
             health = await host_health(cluster)
             worker = health["workers"][0]
             return health if worker["ok"] and worker["pid"] != draining["pid"] else None
 
-        # The drained worker is started again. (Whether every moved session then hears its channel is
-        # not asserted here: on a machine starved of CPU one of them can still end after its move.)
         health = await wait_until(drained_and_back, "the drained worker back with a new process")
         assert health["workers"][0]["restarts"] == 1
+        # Every session lives on, counted by the host, and hears its channel.
+        await wait_until(lambda: host_sessions(cluster, len(sockets)), f"{len(sockets)} EventSub sessions on the host")
+        speaker = await cluster.client("moveroom")  # `room` may have been on the drained worker: RECONNECT
+        await speaker.send("PRIVMSG #moveroom :after the move")
+        for session_id, inbox in inboxes.items():
+            note = await inbox.next("notification")
+            assert note["payload"]["event"]["message"]["text"] == "after the move", (session_id, inbox.ws.close_code)
         for inbox in inboxes.values():
             await inbox.close()
+
+
+async def test_a_session_that_comes_back_to_a_draining_edge_on_a_kept_alive_connection_is_sent_on(tmp_path):
+    """An HTTP client keeps connections alive, so a reconnect to a shared port (or through a proxy that
+    reuses its connections) can reach the draining edge after its port closed: the session is welcomed
+    there and told at once to reconnect again, instead of being cut when the drain ends."""
+    edge_env = {0: {"EDGE_PUBLIC_URL": f"ws://127.0.0.1:{KEPT_WS + 1}"}}
+    async with running_cluster(tmp_path, edges=2, shards=1, ws_port=KEPT_WS, irc_port=KEPT_IRC,
+                               edge_env=edge_env) as cluster, aiohttp.ClientSession() as http:
+        client_id, secret = client_add(cluster, "keptbot")
+        api = Api(http, f"http://127.0.0.1:{KEPT_WS}", client_id)  # edge-0
+        room = await cluster.client("keptroom", edge=1)
+        room_id = room.received("GLOBALUSERSTATE")[0].tags["user-id"]  # a channel's id is its broadcaster's
+        bot_id = (await cluster.client("keptbot", edge=1)).received("GLOBALUSERSTATE")[0].tags["user-id"]
+        token = (await user_token(api, secret, bot_id, "user:read:chat"))["access_token"]
+        first = Inbox(await http.ws_connect(f"ws://127.0.0.1:{KEPT_WS}/ws"))
+        session_id = (await first.next("session_welcome"))["payload"]["session"]["id"]
+        status, body, _ = await api.call("POST", "/eventsub/subscriptions", token, json={  # leaves a kept-alive connection
+            "type": "channel.chat.message", "version": "1",
+            "condition": {"broadcaster_user_id": room_id, "user_id": bot_id},
+            "transport": {"method": "websocket", "session_id": session_id}})
+        assert status == 202, body
+
+        stopping = asyncio.get_running_loop().create_task(cluster.stop_component("edge-0"))
+        url = (await first.next("session_reconnect"))["payload"]["session"]["reconnect_url"]
+        assert url.startswith(f"ws://127.0.0.1:{KEPT_WS + 1}/ws?reconnect=")
+        # Back to edge-0, whose port no longer listens: only the kept-alive connection gets there.
+        back = Inbox(await http.ws_connect(url.replace(f":{KEPT_WS + 1}/", f":{KEPT_WS}/")))
+        assert (await back.next("session_welcome"))["payload"]["session"]["id"] == session_id
+        onward = (await back.next("session_reconnect"))["payload"]["session"]["reconnect_url"]
+        assert onward.startswith(f"ws://127.0.0.1:{KEPT_WS + 1}/ws?reconnect={session_id}.")
+        final = Inbox(await http.ws_connect(onward))
+        assert (await final.next("session_welcome"))["payload"]["session"]["id"] == session_id
+        await first.close()
+        await back.close()
+        await asyncio.wait_for(stopping, RESTART_DEADLINE)
+
+        await room.send("PRIVMSG #keptroom :onward")
+        note = await final.next("notification")
+        assert note["payload"]["event"]["message"]["text"] == "onward"
+        await final.close()
