@@ -15,7 +15,7 @@ import uuid
 import msgspec
 
 from clue.channels import INVALIDATE
-from common.shards import ShardSet, channel_key, pipeline_call
+from common.shards import Script, ShardSet, channel_key, pipeline_call
 from common.wire import Subscription
 
 # Twitch's limits for a WebSocket session, and a client's conduits.
@@ -57,6 +57,32 @@ def conduits_key(client_id: str) -> str:
     return f"{{ec:{client_id}}}:conduits"
 
 
+# A session changes hands in one step on its shard, so a connection's close and the reconnect that
+# takes the session over elsewhere cannot interleave (the close would otherwise remove what the
+# take just handed to the new connection). KEYS: the session, its subscriptions. ARGV: the owner.
+# Both return the session's subscription ids, or nil.
+TAKE_SCRIPT = Script("""
+if redis.call('HGET', KEYS[1], 'status') ~= 'connected' then return nil end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+return redis.call('SMEMBERS', KEYS[2])
+""")
+CLOSE_SCRIPT = Script("""
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return nil end
+redis.call('HSET', KEYS[1], 'status', 'websocket_disconnected')
+redis.call('EXPIRE', KEYS[1], 3600)
+local ids = redis.call('SMEMBERS', KEYS[2])
+redis.call('DEL', KEYS[2])
+return ids
+""")
+
+# A subscription joins its session only while the session is connected. KEYS: the session, its
+# subscriptions. ARGV: the subscription id. Returns 1, or 0 for a session that is gone.
+JOIN_SCRIPT = Script("""
+if redis.call('HGET', KEYS[1], 'status') ~= 'connected' then return 0 end
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+""")
+
 _stored = msgspec.json.Decoder(Stored)
 _encode = msgspec.json.encode
 
@@ -69,29 +95,32 @@ class EventSubStore:
         return await pipeline_call(self._redis.for_key(key), op, list(commands))
 
     # ---- sessions
-    async def open_session(self, session_id: str, owner: str, connected_at: float | None = None) -> None:
+    async def open_session(self, session_id: str, owner: str) -> None:
         key = session_key(session_id)
         await self._run(key, "eventsub_session", ("HSET", key, "status", "connected", "owner", owner,
-                                                  "connected_at", str(connected_at or time.time())), ("PERSIST", key))
+                                                  "connected_at", str(time.time())))
 
     async def session(self, session_id: str) -> dict[str, str] | None:
         key = session_key(session_id)
         [found] = await self._run(key, "eventsub_session", ("HGETALL", key))
         return {k.decode(): v.decode() for k, v in found.items()} if found else None
 
+    async def take_session(self, session_id: str, owner: str) -> list[Stored] | None:
+        """The client reconnected to another connection (`owner`): it holds the session from now on.
+        Returns its subscriptions, or None if the session is not connected (closed, or never was)."""
+        key = session_key(session_id)
+        ids = await TAKE_SCRIPT.run(self._redis, "eventsub_session", [key, key + ":subs"], [owner])
+        if ids is None:
+            return None
+        return [found for sub_id in ids if (found := await self.get(sub_id.decode())) is not None]
+
     async def close_session(self, session_id: str, owner: str) -> list[Stored]:
         """The session's connection is gone: its WebSocket subscriptions go with it.
         Returns them (their channels' counts were lowered). Nothing, if `owner` no
         longer holds it (the client reconnected elsewhere)."""
         key = session_key(session_id)
-        found = await self.session(session_id)
-        if found is None or found.get("owner") != owner:
-            return []
-        [ids] = await self._run(key, "eventsub_session", ("SMEMBERS", key + ":subs"))
-        removed = [found for sub_id in ids or () if (found := await self.remove(sub_id.decode())) is not None]
-        await self._run(key, "eventsub_session", ("HSET", key, "status", "websocket_disconnected"),
-                        ("EXPIRE", key, 3600), ("DEL", key + ":subs"))
-        return removed
+        ids = await CLOSE_SCRIPT.run(self._redis, "eventsub_session", [key, key + ":subs"], [owner])
+        return [found for sub_id in ids or () if (found := await self.remove(sub_id.decode())) is not None]
 
     async def session_subscriptions(self, session_id: str) -> list[Stored]:
         key = session_key(session_id)
@@ -111,7 +140,9 @@ class EventSubStore:
         return sorted((stored for stored in found if stored is not None),
                       key=lambda stored: stored.subscription.created_at)
 
-    async def add(self, stored: Stored) -> None:
+    async def add(self, stored: Stored) -> bool:
+        """Store a subscription; False (and nothing kept) if its WebSocket session is gone. It joins
+        its session last: a close that comes before finds nothing, one that comes after removes it whole."""
         sub = stored.subscription
         key = subscription_key(sub.id)
         await self._run(key, "eventsub_write", ("SET", key, _encode(stored)))
@@ -119,9 +150,14 @@ class EventSubStore:
         if stored.user_id:
             grant = grant_key(stored.client_id, stored.user_id)
             await self._run(grant, "eventsub_write", ("SADD", grant, sub.id))
-        holder = self._holder(sub)
-        await self._run(holder, "eventsub_write", ("SADD", holder + ":subs", sub.id))
         await self._count(sub, +1)
+        holder = self._holder(sub)
+        if sub.transport.get("method") == "conduit":
+            await self._run(holder, "eventsub_write", ("SADD", holder + ":subs", sub.id))
+        elif not await JOIN_SCRIPT.run(self._redis, "eventsub_write", [holder, holder + ":subs"], [sub.id]):
+            await self.remove(sub.id)
+            return False
+        return True
 
     async def remove(self, subscription_id: str) -> Stored | None:
         stored = await self.get(subscription_id)

@@ -14,12 +14,9 @@ Whispers have their own windows (Twitch: 3 per second, 100 per minute).
 """
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING
 
-from redis.exceptions import NoScriptError
-
-from common.shards import ShardSet, ShardUnavailable, pipeline_call, user_key
+from common.shards import Script, ShardSet, user_key
 
 if TYPE_CHECKING:
     from clue.config import ClueSettings
@@ -82,7 +79,7 @@ end
 # KEYS: the moderator bucket, the user bucket. ARGV: the event id, window_ms, the
 # two limits. Takes a token from each used bucket and returns 0, or returns the
 # 1-based number of a drained bucket (nothing taken). An id already taken is 0.
-BUCKETS_SCRIPT = BUCKETS_LUA + """
+BUCKETS_SCRIPT = Script(BUCKETS_LUA + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
@@ -91,13 +88,12 @@ local full = drained(KEYS, limits, window, now)
 if full > 0 then return full end
 take(KEYS, limits, window, now, ARGV[1])
 return 0
-"""
-BUCKETS_SHA = hashlib.sha1(BUCKETS_SCRIPT.encode()).hexdigest()
+""")
 
 # KEYS[1]: a sorted set of the user's recent events. ARGV[1]: this event's id,
 # then (limit, window_ms) pairs. Records the event and returns 0, or returns the
 # 1-based number of the window that is full (nothing recorded).
-WINDOW_SCRIPT = """
+WINDOW_SCRIPT = Script("""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local longest = 0
@@ -110,8 +106,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - longest)
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('PEXPIRE', KEYS[1], longest)
 return 0
-"""
-WINDOW_SHA = hashlib.sha1(WINDOW_SCRIPT.encode()).hexdigest()
+""")
 
 
 async def charge(shards: ShardSet, user_id: str, name: str, event_id: str, windows: tuple[tuple[int, int], ...]
@@ -119,8 +114,7 @@ async def charge(shards: ShardSet, user_id: str, name: str, event_id: str, windo
     """Count an event in the user's `name` windows: 0, or which window (1-based)
     is full. Raises ShardUnavailable (the caller refuses: fail closed)."""
     flat = [value for window in windows for value in window]
-    return await _run(shards, f"limit_{name}", WINDOW_SCRIPT, WINDOW_SHA, [user_key(user_id, name)],
-                      [event_id, *flat])
+    return int(await WINDOW_SCRIPT.run(shards, f"limit_{name}", [user_key(user_id, name)], [event_id, *flat]))
 
 
 async def charge_buckets(shards: ShardSet, user_id: str, event_id: str, buckets: tuple[int, int],
@@ -129,16 +123,4 @@ async def charge_buckets(shards: ShardSet, user_id: str, event_id: str, buckets:
     (`rate_buckets`): 0, or which bucket (1-based) is drained. Raises
     ShardUnavailable (the caller refuses: fail closed)."""
     keys = [user_key(user_id, MODERATOR_BUCKET), user_key(user_id, USER_BUCKET)]
-    return await _run(shards, "limit_rate", BUCKETS_SCRIPT, BUCKETS_SHA, keys, [event_id, window_ms, *buckets])
-
-
-async def _run(shards: ShardSet, op: str, script: str, sha: str, keys: list[str], args: list) -> int:
-    shard = shards.for_key(keys[0])  # every key has the same user's hash tag
-    command = ("EVALSHA", sha, len(keys), *keys, *args)
-    [result] = await pipeline_call(shard, op, [command])
-    if isinstance(result, NoScriptError):
-        await shard.call("script_load", lambda client: client.script_load(script))
-        [result] = await pipeline_call(shard, op, [command])
-    if isinstance(result, Exception):
-        raise ShardUnavailable(shard.address, op, str(result)[:200])
-    return int(result)
+    return int(await BUCKETS_SCRIPT.run(shards, "limit_rate", keys, [event_id, window_ms, *buckets]))

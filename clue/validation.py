@@ -28,7 +28,14 @@ from dataclasses import dataclass
 from redis.exceptions import NoScriptError
 
 from clue import limits
-from common.shards import Shard, ShardSet, ShardUnavailable, pipeline_call, user_key
+from common.shards import (
+    Script,
+    Shard,
+    ShardSet,
+    ShardUnavailable,
+    pipeline_call,
+    user_key,
+)
 
 SPACES = re.compile(" {2,}")
 # Checks per pipelined round trip.
@@ -47,7 +54,7 @@ EXPIRED = "expired"
 # or {"expired", 0, color}. Only an accepted message is charged (both buckets and
 # the channel's last message at once), so "charged" means "accepted": a retry of
 # the same id is "ok", and a check whose answer was lost is settled by asking.
-CHECK_SCRIPT = limits.BUCKETS_LUA + """
+CHECK_SCRIPT = Script(limits.BUCKETS_LUA + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local color = redis.call('GET', KEYS[6]) or ''
@@ -74,8 +81,7 @@ redis.call('HSET', KEYS[4], 'digest', ARGV[5], 'at', now)
 redis.call('PEXPIRE', KEYS[4], math.max(dup_window, slow, floor, 30000))
 local first = redis.call('SADD', KEYS[5], ARGV[1])
 return {'ok', first, color}
-"""
-CHECK_SHA = hashlib.sha1(CHECK_SCRIPT.encode()).hexdigest()
+""")
 
 
 def duplicate_digest(text: str) -> str:
@@ -112,7 +118,7 @@ class Check:
 
     def command(self, deadline_ms: int) -> tuple:
         return (
-            "EVALSHA", CHECK_SHA, 6,
+            "EVALSHA", CHECK_SCRIPT.sha, 6,
             user_key(self.user_id, f"ban:{self.channel}"),
             self.rate_key,
             user_key(self.user_id, limits.USER_BUCKET),
@@ -176,7 +182,7 @@ async def _evaluate(shard: Shard, checks: list[Check], deadline_ms: int) -> list
     results = await pipeline_call(shard, "check", commands, timeout=2 * shard.timeout)
     if any(isinstance(result, NoScriptError) for result in results):
         # A restarted shard forgot the script: load it and ask once more.
-        await shard.call("script_load", lambda client: client.script_load(CHECK_SCRIPT))
+        await shard.call("script_load", lambda client: client.script_load(CHECK_SCRIPT.source))
         results = await pipeline_call(shard, "check", commands, timeout=2 * shard.timeout)
     return results
 
@@ -207,6 +213,6 @@ async def _settle(shard: Shard, checks: list[Check], deadline_ms: int) -> list[C
 async def load_scripts(shards: ShardSet) -> None:
     for shard in shards:
         try:
-            await shard.call("script_load", lambda client: client.script_load(CHECK_SCRIPT))
+            await shard.call("script_load", lambda client: client.script_load(CHECK_SCRIPT.source))
         except ShardUnavailable:
             pass  # loaded on first use once the shard answers

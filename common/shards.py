@@ -6,6 +6,7 @@ timed per shard in statsd, and logged with the shard's address when it fails.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 import redis.asyncio as redis
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from common.metrics import Metrics
 from common.ring import Ring
@@ -112,3 +113,23 @@ async def pipeline_call(shard: Shard, op: str, commands: list[tuple[Any, ...]], 
         return await pipe.execute(raise_on_error=False)
 
     return await shard.call(op, work, timeout)
+
+
+class Script:
+    """A Lua script, run on a shard by its SHA and loaded there the first time the shard does not know it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def run(self, shards: ShardSet, op: str, keys: list[str], args: list[Any]) -> Any:
+        """Run on the shard of `keys[0]` (every key shares its hash tag). Raises ShardUnavailable."""
+        shard = shards.for_key(keys[0])
+        command = ("EVALSHA", self.sha, len(keys), *keys, *args)
+        [result] = await pipeline_call(shard, op, [command])
+        if isinstance(result, NoScriptError):
+            await shard.call("script_load", lambda client: client.script_load(self.source))
+            [result] = await pipeline_call(shard, op, [command])
+        if isinstance(result, Exception):
+            raise ShardUnavailable(shard.address, op, str(result)[:200])
+        return result

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import websockets
 
-from chatd.cluster import ClusterConfig, LocalCluster
+from chatd.cluster import ClusterConfig, LocalCluster, free_port
 from common.irc import Message, parse
+from common.metrics import Metrics
+from common.shards import ShardSet
 from common.tokens import issue_token
 
 DEFAULT_TIMEOUT = 10.0
@@ -312,3 +314,19 @@ class NodeClient:
         if self.process.returncode is None:
             self.process.kill()
         await self.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def redis_shards(tmp_path, count: int = 2):
+    """Real Redis shards alone (no chatd process), as a ShardSet over them."""
+    cluster = LocalCluster(ClusterConfig(data_dir=tmp_path / "redis", shards=count))
+    (tmp_path / "redis" / "logs").mkdir(parents=True, exist_ok=True)
+    try:
+        for index in range(count):
+            await cluster.start_redis(index, free_port())
+        shards = ShardSet([(a.split(":")[0], int(a.split(":")[1])) for a in cluster.redis_addresses], 4, 5.0,
+                          Metrics("127.0.0.1", 8125, "chatd", "test"))
+        yield shards
+        await shards.close()
+    finally:
+        await cluster.stop()

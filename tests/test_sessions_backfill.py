@@ -5,14 +5,13 @@ to change, its sessions are the core's on all the events, partitions add up to
 the whole, and a day broken by hand is repaired."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
 import msgspec
+from support import redis_shards
 
 from analytics.sessions import DAY, Rules, format_time, parse_time, sessions_of
 from chatd.backfill import backfill
-from chatd.cluster import ClusterConfig, LocalCluster, free_port
 from common.metrics import Metrics
 from common.sessions import SessionSettings, SessionStore, day_of
 from common.shards import ShardSet
@@ -47,21 +46,6 @@ STREAMS = {
 }
 DAYS = ["2026-03-03", "2026-03-04", "2026-03-05", "2026-03-06"]
 END = at("2026-03-07 06:00:00")  # when the backfills run: every day is over
-
-
-@contextlib.asynccontextmanager
-async def redis_shards(tmp_path, count: int = 2):
-    cluster = LocalCluster(ClusterConfig(data_dir=tmp_path / "redis", shards=count))
-    (tmp_path / "redis" / "logs").mkdir(parents=True, exist_ok=True)
-    try:
-        for index in range(count):
-            await cluster.start_redis(index, free_port())
-        shards = ShardSet([(a.split(":")[0], int(a.split(":")[1])) for a in cluster.redis_addresses], 4, 5.0,
-                          Metrics("127.0.0.1", 8125, "chatd", "test"))
-        yield shards
-        await shards.close()
-    finally:
-        await cluster.stop()
 
 
 async def run_live(shards: ShardSet, archive_dir) -> None:

@@ -39,6 +39,7 @@ from common.wire import (
 SESSION_PREFIX = "$"  # a session's control stream: `$<session id>`
 # What the Helix listing reports as the cost budget (chatd charges nothing).
 MAX_TOTAL_COST = 10_000
+GONE_SESSION = "The websocket transport session does not exist or has already disconnected"
 
 
 def session_channel(session_id: str) -> str:
@@ -128,7 +129,7 @@ class EventSubEndpoints:
             session_id = str(transport.get("session_id", ""))
             session = await self.store.session(session_id) if session_id else None
             if session is None or session.get("status") != "connected":
-                raise HelixError(400, "The websocket transport session does not exist or has already disconnected")
+                raise HelixError(400, GONE_SESSION)
             held = await self.store.session_subscriptions(session_id)
             if len(held) >= MAX_PER_SESSION:
                 raise HelixError(429, f"A WebSocket session holds at most {MAX_PER_SESSION} subscriptions")
@@ -151,7 +152,8 @@ class EventSubEndpoints:
                                     transport=shown, created_at=created, channel=channel,
                                     created_ms=int(time.time() * 1000))
         stored = Stored(subscription, client_id=call.grant.client_id, user_id=call.user_id or "")
-        await self.store.add(stored)
+        if not await self.store.add(stored):  # the session closed meanwhile
+            raise HelixError(400, GONE_SESSION)
         await self._deliver_to(stored)
         total = len(await self.store.by_client(call.grant.client_id))
         return call.json({"data": [view(stored)], "total": total, "total_cost": 0,
@@ -232,11 +234,10 @@ class EventSubEndpoints:
     async def on_take_session(self, request: web.Request) -> web.Response:
         """A client reconnected (session_reconnect) to another edge: what the session holds."""
         body = await read_body(request, SessionRequest)
-        session = await self.store.session(body.session_id)
-        if session is None or session.get("status") != "connected":
+        taken = await self.store.take_session(body.session_id, body.owner)
+        if taken is None:
             raise ApiError(404, "no such session")
-        await self.store.open_session(body.session_id, body.owner, float(session["connected_at"]))
-        held = [stored.subscription for stored in await self.store.session_subscriptions(body.session_id)]
+        held = [stored.subscription for stored in taken]
         for conduit_id, shard in (await self.store.session_shards(body.session_id)).items():
             conduit = await self.store.conduit(conduit_id)
             if conduit is not None:
