@@ -218,9 +218,15 @@ class StatsdListener(asyncio.DatagramProtocol):
         self.metrics.extend(data.decode().splitlines())
         self.changed.set()
 
-    async def wait_for(self, names: set[str], timeout: float = 10.0) -> None:
+    async def wait_for(self, names: set[str], timeout: float = 10.0, patterns: tuple[str, ...] = ()) -> None:
+        """Until every metric in `names` has come, and one matching each regex in `patterns`
+        (services send their metrics in batches of their own, in no set order)."""
+        def seen() -> bool:
+            came = {metric.split(":", 1)[0] for metric in self.metrics}
+            return names <= came and all(any(re.fullmatch(pattern, name) for name in came) for pattern in patterns)
+
         async def seen_all() -> None:
-            while not names <= {metric.split(":", 1)[0] for metric in self.metrics}:
+            while not seen():
                 self.changed.clear()
                 await self.changed.wait()
 
