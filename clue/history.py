@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from common import wire
 from common.history import BUCKET, bucket_key, index_key
 from common.irc import IRCParseError, parse
-from common.shards import ShardSet, pipeline_call
+from common.shards import Shard, ShardSet, pipeline_call
 from common.wire import HistoryEntry
 
 MODERATION = frozenset({"CLEARCHAT", "CLEARMSG"})
@@ -25,6 +25,9 @@ CHAT = frozenset({"PRIVMSG", "USERNOTICE", "NOTICE"})
 IGNORED_NOTICES = frozenset({"no_permission", "host_on", "host_off", "host_target_went_offline",
                              "msg_channel_suspended"})
 MAX_CHATHISTORY = 100
+# A history read may take this many CACHE_TIMEOUTs: a page or a client waits on it, not the
+# chat, and it reads up to HISTORY_LIMIT lines (a busy machine can take more than 100 ms).
+READ_BUDGET = 10
 
 
 class HistoryReader:
@@ -36,19 +39,21 @@ class HistoryReader:
     async def entries(self, channel: str) -> list[HistoryEntry]:
         """The channel's kept history, oldest first: the last `limit` lines of the last `age`."""
         index = index_key(channel)
-        [count] = await pipeline_call(self.shards.for_key(index), "history_read", [("HGET", index, "n")])
+        shard = self.shards.for_key(index)
+        [count] = await pipeline_call(shard, "history_read", [("HGET", index, "n")], timeout=READ_BUDGET * shard.timeout)
         if not count:
             return []
         count = int(count)
         first = max(0, count - self.limit)
         wanted = range(first // BUCKET, (count - 1) // BUCKET + 1)
-        by_shard: defaultdict[object, list[int]] = defaultdict(list)
+        by_shard: defaultdict[Shard, list[int]] = defaultdict(list)
         for bucket in wanted:
             by_shard[self.shards.for_key(bucket_key(channel, bucket))].append(bucket)
         lines: dict[int, list[bytes]] = {}
         for shard, buckets in by_shard.items():
-            found = await pipeline_call(shard, "history_read",  # type: ignore[arg-type]
-                                        [("LRANGE", bucket_key(channel, bucket), 0, -1) for bucket in buckets])
+            found = await pipeline_call(shard, "history_read",
+                                        [("LRANGE", bucket_key(channel, bucket), 0, -1) for bucket in buckets],
+                                        timeout=READ_BUDGET * shard.timeout)
             lines.update(zip(buckets, found, strict=True))
         horizon = (time.time() - self.age) * 1000
         kept = []
