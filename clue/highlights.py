@@ -46,8 +46,9 @@ class HighlightsApi:
         key = highlights_key(channel)
         top = f"({before}" if before is not None else "+inf"
         try:
-            [found] = await pipeline_call(self.shards.for_key(key), "highlights_read",
-                                          [("ZREVRANGEBYSCORE", key, top, "-inf", "LIMIT", 0, limit)])
+            shard = self.shards.for_key(key)
+            [found] = await pipeline_call(shard, "highlights_read",
+                                          [("ZREVRANGEBYSCORE", key, top, "-inf", "LIMIT", 0, limit)], shard.read_timeout)
         except ShardUnavailable:
             raise ApiError(503, "highlights are unavailable right now") from None
         if isinstance(found, Exception):

@@ -25,9 +25,6 @@ CHAT = frozenset({"PRIVMSG", "USERNOTICE", "NOTICE"})
 IGNORED_NOTICES = frozenset({"no_permission", "host_on", "host_off", "host_target_went_offline",
                              "msg_channel_suspended"})
 MAX_CHATHISTORY = 100
-# A history read may take this many CACHE_TIMEOUTs: a page or a client waits on it, not the
-# chat, and it reads up to HISTORY_LIMIT lines (a busy machine can take more than 100 ms).
-READ_BUDGET = 10
 
 
 class HistoryReader:
@@ -40,7 +37,7 @@ class HistoryReader:
         """The channel's kept history, oldest first: the last `limit` lines of the last `age`."""
         index = index_key(channel)
         shard = self.shards.for_key(index)
-        [count] = await pipeline_call(shard, "history_read", [("HGET", index, "n")], timeout=READ_BUDGET * shard.timeout)
+        [count] = await pipeline_call(shard, "history_read", [("HGET", index, "n")], timeout=shard.read_timeout)
         if not count:
             return []
         count = int(count)
@@ -53,7 +50,7 @@ class HistoryReader:
         for shard, buckets in by_shard.items():
             found = await pipeline_call(shard, "history_read",
                                         [("LRANGE", bucket_key(channel, bucket), 0, -1) for bucket in buckets],
-                                        timeout=READ_BUDGET * shard.timeout)
+                                        timeout=shard.read_timeout)
             lines.update(zip(buckets, found, strict=True))
         horizon = (time.time() - self.age) * 1000
         kept = []

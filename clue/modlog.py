@@ -76,7 +76,8 @@ class ModerationLog:
     async def read(self, channel: str | None, limit: int) -> list[ModerationEntry]:
         """The newest `limit` entries of a channel (None: of every channel)."""
         key = RECENT_KEY if channel is None else channel_log_key(channel)
-        [raw] = await pipeline_call(self.shards.for_key(key), "modlog_read", [("LRANGE", key, 0, limit - 1)])
+        shard = self.shards.for_key(key)
+        [raw] = await pipeline_call(shard, "modlog_read", [("LRANGE", key, 0, limit - 1)], shard.read_timeout)
         entries = []
         for item in raw or []:
             try:

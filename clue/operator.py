@@ -75,7 +75,7 @@ class OperatorApi:
 
 async def shard_status(shard: Shard) -> ShardStatus:
     try:
-        info = await shard.call("info", lambda client: client.info())
+        info = await shard.call("info", lambda client: client.info(), shard.read_timeout)
     except ShardUnavailable as exc:
         return ShardStatus(shard.address, ok=False, error=str(exc)[:200])
     return ShardStatus(shard.address, ok=True, commands=int(info.get("total_commands_processed", 0)),

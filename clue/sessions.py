@@ -44,7 +44,7 @@ class SessionsApi:
         self.accounts = accounts
         self.channels = channels
         self.exchanges = exchanges
-        self.store = SessionStore(shards)
+        self.store = SessionStore(shards, timeout=shards.read_timeout)  # it only reads, for the API
         self.minute = minute
 
     def routes(self) -> list[web.RouteDef]:

@@ -21,6 +21,10 @@ from common.ring import Ring
 
 log = structlog.get_logger()
 T = TypeVar("T")
+# A read someone waits on (a page, the console, an API list) may take this many CACHE_TIMEOUTs:
+# it is not on the chat's hot path, may read hundreds of entries, and on a busy machine a
+# refusal after 100 ms would be an error for a person rather than a saved message.
+READ_BUDGET = 10
 
 
 class ShardUnavailable(Exception):
@@ -38,6 +42,7 @@ class Shard:
         self.address = f"{host}:{port}"
         self.metric_name = f"{host.replace('.', '_')}_{port}"
         self.timeout = timeout
+        self.read_timeout = READ_BUDGET * timeout  # for reads someone waits on
         self._metrics = metrics
         self.pool = redis.BlockingConnectionPool(
             host=host,
@@ -81,6 +86,7 @@ class ShardSet:
     def __init__(self, servers: list[tuple[str, int]], max_conns: int, timeout: float, metrics: Metrics) -> None:
         self.shards = {f"{host}:{port}": Shard(host, port, max_conns, timeout, metrics) for host, port in servers}
         self.ring = Ring(self.shards)
+        self.read_timeout = READ_BUDGET * timeout  # for reads someone waits on
 
     def for_key(self, key: str) -> Shard:
         return self.shards[self.ring.node_for(key)]
