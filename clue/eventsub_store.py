@@ -16,7 +16,7 @@ import msgspec
 
 from clue.channels import INVALIDATE
 from common.shards import Script, ShardSet, channel_key, pipeline_call
-from common.wire import Subscription
+from common.wire import Handover, Subscription
 
 # Twitch's limits for a WebSocket session, and a client's conduits.
 MAX_PER_SESSION = 300
@@ -60,11 +60,21 @@ def conduits_key(client_id: str) -> str:
 # A session changes hands in one step on its shard, so a connection's close and the reconnect that
 # takes the session over elsewhere cannot interleave (the close would otherwise remove what the
 # take just handed to the new connection). KEYS: the session, its subscriptions. ARGV: the owner.
-# Both return the session's subscription ids, or nil.
+# Both return the session's subscription ids (a take, and the handover a draining edge left), or nil.
 TAKE_SCRIPT = Script("""
 if redis.call('HGET', KEYS[1], 'status') ~= 'connected' then return nil end
+local handover = redis.call('HGET', KEYS[1], 'handover') or ''
 redis.call('HSET', KEYS[1], 'owner', ARGV[1])
-return redis.call('SMEMBERS', KEYS[2])
+redis.call('HDEL', KEYS[1], 'handover')
+return {redis.call('SMEMBERS', KEYS[2]), handover}
+""")
+# KEYS: the session. ARGV: the owner, the handover. Kept for the next take if `owner` holds it: 1, else 0.
+PARK_SCRIPT = Script("""
+if redis.call('HGET', KEYS[1], 'status') ~= 'connected' or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'handover', ARGV[2])
+return 1
 """)
 CLOSE_SCRIPT = Script("""
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return nil end
@@ -84,6 +94,7 @@ return 1
 """)
 
 _stored = msgspec.json.Decoder(Stored)
+_handover = msgspec.json.Decoder(Handover)
 _encode = msgspec.json.encode
 
 
@@ -105,14 +116,23 @@ class EventSubStore:
         [found] = await self._run(key, "eventsub_session", ("HGETALL", key))
         return {k.decode(): v.decode() for k, v in found.items()} if found else None
 
-    async def take_session(self, session_id: str, owner: str) -> list[Stored] | None:
+    async def take_session(self, session_id: str, owner: str) -> tuple[list[Stored], Handover | None] | None:
         """The client reconnected to another connection (`owner`): it holds the session from now on.
-        Returns its subscriptions, or None if the session is not connected (closed, or never was)."""
+        Returns its subscriptions and where a draining edge left it, or None if the session is not
+        connected (closed, or never was)."""
         key = session_key(session_id)
-        ids = await TAKE_SCRIPT.run(self._redis, "eventsub_session", [key, key + ":subs"], [owner])
-        if ids is None:
+        taken = await TAKE_SCRIPT.run(self._redis, "eventsub_session", [key, key + ":subs"], [owner])
+        if taken is None:
             return None
-        return [found for sub_id in ids if (found := await self.get(sub_id.decode())) is not None]
+        ids, raw = taken
+        subscriptions = [found for sub_id in ids if (found := await self.get(sub_id.decode())) is not None]
+        return subscriptions, _handover.decode(raw) if raw else None
+
+    async def park_session(self, session_id: str, owner: str, handover: Handover) -> bool:
+        """A draining edge stopped delivering the session (`handover`) and is about to tell the
+        client to reconnect: kept for the take. False if `owner` no longer holds the session."""
+        key = session_key(session_id)
+        return bool(await PARK_SCRIPT.run(self._redis, "eventsub_session", [key], [owner, _encode(handover)]))
 
     async def close_session(self, session_id: str, owner: str) -> list[Stored]:
         """The session's connection is gone: its WebSocket subscriptions go with it.

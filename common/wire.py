@@ -220,17 +220,27 @@ class TailRequest(msgspec.Struct):
     after: dict[str, int]
 
 
+class Handover(msgspec.Struct):
+    """Where a draining edge stopped delivering a session's channels, before it told the client to
+    reconnect: the edge that takes the session over goes on from there (nothing twice, nothing missed)."""
+
+    parked_ms: int  # when it stopped
+    positions: dict[str, Position] = {}  # by channel; a channel not here is caught up from parked_ms
+
+
 class SessionRequest(msgspec.Struct):
-    """An edge opens, closes or takes over (after a reconnect) an EventSub WebSocket session.
-    `owner` names the connection holding it: a close from a connection that no longer
-    does (the session moved on) changes nothing."""
+    """An edge opens, closes, parks (`handover`, when draining) or takes over (after a reconnect)
+    an EventSub WebSocket session. `owner` names the connection holding it: a close from a
+    connection that no longer does (the session moved on) changes nothing."""
 
     session_id: str
     owner: str
+    handover: Handover | None = None
 
 
 class SessionSubscriptions(msgspec.Struct):
     subscriptions: list[Subscription]
+    handover: Handover | None = None  # a take: where the draining edge stopped
 
 
 class HistoryEntry(msgspec.Struct, omit_defaults=True, gc=False):

@@ -35,7 +35,7 @@ from aiohttp import WSMsgType, web
 from common import wire
 from common.tasks import cancel_and_wait
 from common.twitch import rfc3339
-from common.wire import Event, Position, Subscription
+from common.wire import Event, Handover, Position, SessionSubscriptions, Subscription
 
 log = structlog.get_logger()
 
@@ -66,7 +66,8 @@ class Host(Protocol):
     def release(self, channel: str) -> None: ...
     def position(self, channel: str) -> Position | None: ...
     def recent(self, channel: str, seconds: float) -> Awaitable[list[Event]]: ...
-    def session_call(self, op: str, session_id: str, owner: str) -> Awaitable[list[Subscription]]: ...
+    def session_call(self, op: str, session_id: str, owner: str, handover: Handover | None = None
+                     ) -> Awaitable[SessionSubscriptions]: ...
 
 
 def _now() -> str:
@@ -109,6 +110,10 @@ class Session:
         self.last_sent = time.monotonic()
         self.last_pong = time.monotonic()
         self.reconnect_sent = 0.0
+        # Handing over (draining): notifications set aside while clue records where delivery
+        # stopped; once it has, `handed_over` and this connection delivers nothing more.
+        self.setting_aside: list[tuple[Listener, Event]] | None = None
+        self.handed_over = False
         self.ever_subscribed = False
         self.closing: int | None = None
         self.owner = secrets.token_hex(8)  # this connection, as clue knows who holds the session
@@ -197,7 +202,7 @@ class EventSubHub:
     async def _open(self, session: Session, resumed: bool) -> bool:
         """Register the session (or take it over), hear its control stream, welcome it."""
         try:
-            held = await self.host.session_call("take" if resumed else "open", session.id, session.owner)
+            answer = await self.host.session_call("take" if resumed else "open", session.id, session.owner)
         except Exception:  # noqa: BLE001 -- clue unreachable or no such session: the client is told by the close
             log.warning("eventsub_open_failed", session=session.id, resumed=resumed)
             return False
@@ -207,11 +212,12 @@ class EventSubHub:
             "id": session.id, "status": "connected", "connected_at": rfc3339(session.connected_at),
             "keepalive_timeout_seconds": session.keepalive, "reconnect_url": None, "recovery_url": None}})
         session.welcomed_at = time.monotonic()
-        for sub in held:  # a session taken over: its subscriptions go on here
-            await self._add(session, sub)
+        for sub in answer.subscriptions:  # a session taken over: its subscriptions go on here
+            await self._add(session, sub, answer.handover)
         if self.draining:  # it came on a connection opened before the drain: on it goes, elsewhere
-            self._send_reconnect(session)
-        log.info("eventsub_session", session=session.id, resumed=resumed, subscriptions=len(held))
+            await self._reconnect(session)
+        log.info("eventsub_session", session=session.id, resumed=resumed, subscriptions=len(answer.subscriptions),
+                 handover=answer.handover is not None)
         return True
 
     async def _read(self, session: Session) -> None:
@@ -257,7 +263,7 @@ class EventSubHub:
             log.warning("eventsub_close_failed", session=session.id)
 
     # ---- subscriptions, from the control stream
-    async def _add(self, session: Session, sub: Subscription) -> None:
+    async def _add(self, session: Session, sub: Subscription, handover: Handover | None = None) -> None:
         if sub.id in session.listeners:
             return
         listener = Listener(session, sub)
@@ -268,25 +274,38 @@ class EventSubHub:
         self._by_channel.setdefault(sub.channel, set()).add(listener)
         if first:
             await self.host.hold(sub.channel)
-        await self._catch_up(listener)
+        await self._catch_up(listener, handover)
 
-    async def _catch_up(self, listener: Listener) -> None:
+    async def _catch_up(self, listener: Listener, handover: Handover | None) -> None:
         """What the channel said since the subscription was made (at most
         CATCH_UP_MS ago) that reached this edge before the listener did, then
-        what was held meanwhile: nothing said after a 202 is missed."""
+        what was held meanwhile: nothing said after a 202 is missed. A session
+        taken over from a draining edge goes on from where that edge stopped."""
         channel = listener.sub.channel
-        since = max(listener.sub.created_ms, int(time.time() * 1000) - CATCH_UP_MS)
-        replayed: set[tuple[int, int]] = set()
-        recent = await self.host.recent(channel, (time.time() * 1000 - since) / 1000 + 0.5)
+        now_ms = int(time.time() * 1000)
+        since = max(listener.sub.created_ms, now_ms - CATCH_UP_MS)
+        after = None  # the last event the draining edge delivered
+        if handover is not None:
+            since = max(listener.sub.created_ms, min(since, handover.parked_ms - CATCH_UP_MS))
+            after = handover.positions.get(channel)
+        recent = await self.host.recent(channel, (now_ms - since) / 1000 + 0.5)
         # Events this edge has not delivered yet arrive live: only those up to here are replayed.
         position = self.host.position(channel)
+        if after is not None and (position is None or after.boot != position.boot):
+            after = None  # another exchange boot: its numbers say nothing here, the time does
+
+        def delivered_before(event: Event) -> bool:
+            return after is not None and (event.gen, event.seq) <= (after.gen, after.seq)
+
+        replayed: set[tuple[int, int]] = set()
         held, listener.held = listener.held or [], None
         for event in recent:
             if position is not None and event.sent_ms >= since and (event.gen, event.seq) <= (position.gen, position.seq):
                 replayed.add((event.gen, event.seq))
-                self._notify_listener(listener, event)
+                if not delivered_before(event):
+                    self._notify_listener(listener, event)
         for event in held:
-            if (event.gen, event.seq) not in replayed:
+            if (event.gen, event.seq) not in replayed and not delivered_before(event):
                 self._notify_listener(listener, event)
 
     def _remove(self, listener: Listener) -> None:
@@ -336,6 +355,12 @@ class EventSubHub:
     def _notify_listener(self, listener: Listener, event: Event) -> None:
         if not listener.wants(event.channel):
             return
+        session = listener.session
+        if session.setting_aside is not None:
+            session.setting_aside.append((listener, event))
+            return
+        if session.handed_over:
+            return
         sub = listener.sub
         for notify in event.notify:
             if notify.type != sub.type:
@@ -369,6 +394,29 @@ class EventSubHub:
                     with contextlib.suppress(ConnectionError, RuntimeError):
                         await session.ws.ping()
 
+    async def _reconnect(self, session: Session) -> None:
+        """Hand the session over, then tell the client where to reconnect. Delivery stops here,
+        where clue records it stopped, so the edge that takes the session over goes on from
+        there: a client sees each notification once. If clue cannot record it, this connection
+        keeps delivering and the next edge replays the channels' last moments (at least once)."""
+        if session.reconnect_sent or session.setting_aside is not None:
+            return  # told already (a session opened as the drain began is met twice)
+        channels = {listener.sub.channel for listener in session.listeners.values()}
+        # A channel a listener is still catching up on is caught up by time on the next edge.
+        channels -= {listener.sub.channel for listener in session.listeners.values() if listener.held is not None}
+        positions = {channel: position for channel in channels if (position := self.host.position(channel))}
+        handover = Handover(int(time.time() * 1000), positions)
+        session.setting_aside = []
+        try:
+            await self.host.session_call("park", session.id, session.owner, handover)
+            session.handed_over = True
+        except Exception:  # noqa: BLE001 -- clue unreachable, or the session moved on already
+            log.info("eventsub_handover_failed", session=session.id)
+        set_aside, session.setting_aside = session.setting_aside, None
+        for listener, event in set_aside:
+            self._notify_listener(listener, event)  # dropped if handed over: the next edge delivers them
+        self._send_reconnect(session)
+
     def _send_reconnect(self, session: Session) -> None:
         session.reconnect_sent = time.monotonic()
         session.send_message("session_reconnect", {"session": {
@@ -379,8 +427,7 @@ class EventSubHub:
         """This edge is going away: tell every session where to reconnect, and wait a while for them to go.
         A session that still arrives here meanwhile is told the same at once."""
         self.draining = True
-        for session in self.sessions.values():
-            self._send_reconnect(session)
+        await asyncio.gather(*(self._reconnect(session) for session in list(self.sessions.values())))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.sessions and loop.time() < deadline:

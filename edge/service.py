@@ -30,6 +30,7 @@ from common.wire import (
     DeliverReply,
     Event,
     EventRange,
+    Handover,
     HistoryReply,
     HistoryRequest,
     Outcome,
@@ -40,7 +41,6 @@ from common.wire import (
     SessionRequest,
     SessionSubscriptions,
     Submission,
-    Subscription,
 )
 from common.wire import TailRequest as Tail
 from edge import delivery, ircv3
@@ -611,11 +611,12 @@ class EdgeService:
             return []
         return answer.events
 
-    async def session_call(self, op: str, session_id: str, owner: str) -> list[Subscription]:
+    async def session_call(self, op: str, session_id: str, owner: str, handover: Handover | None = None
+                           ) -> SessionSubscriptions:
         assert self.clusters is not None
-        answer = await self.clusters.main.call(session_id, f"/v1/eventsub/{op}", SessionRequest(session_id, owner),
-                                               op=f"eventsub_{op}", answer=SessionSubscriptions)
-        return answer.subscriptions
+        return await self.clusters.main.call(session_id, f"/v1/eventsub/{op}",
+                                             SessionRequest(session_id, owner, handover), op=f"eventsub_{op}",
+                                             answer=SessionSubscriptions)
 
     # ---- the public HTTP surface
     async def _forward(self, method: str, path: str, query: str, headers: dict[str, str], body: bytes

@@ -10,7 +10,7 @@ from support import redis_shards
 
 from clue.eventsub_store import EventSubStore, Stored
 from common.shards import ShardSet, channel_key, pipeline_call
-from common.wire import Subscription
+from common.wire import Handover, Position, Subscription
 
 ROUNDS = 60
 CHANNEL = "#racing"
@@ -57,7 +57,7 @@ async def test_a_close_racing_a_take_leaves_the_session_whole_with_one_of_them(t
             else:  # the take came first: the new connection holds the session and all of it
                 outcomes.add("taken")
                 assert (session["status"], session["owner"]) == ("connected", "new") and closed == []
-                assert [stored.subscription.id for stored in taken] == [first.subscription.id]
+                assert [stored.subscription.id for stored in taken[0]] == [first.subscription.id]
                 assert [s.subscription.id for s in await store.session_subscriptions(session_id)] == \
                     [first.subscription.id]
                 live += 1
@@ -78,3 +78,15 @@ async def test_a_subscription_made_while_its_session_closes_is_kept_whole_or_not
             assert kept is None, (added, closed)
             assert await store.session_subscriptions(session_id) == []
             assert await counted(shards) == 0
+
+
+async def test_a_handover_is_kept_for_the_next_take_only_from_the_connection_that_holds_the_session(tmp_path):
+    async with redis_shards(tmp_path) as shards:
+        store = EventSubStore(shards)
+        await store.open_session("parked", "old")
+        handover = Handover(1_700_000_000_000, {CHANNEL: Position("boot", 1, 42)})
+        assert not await store.park_session("parked", "someone else", handover)
+        assert await store.park_session("parked", "old", handover)
+        assert await store.take_session("parked", "new") == ([], handover)
+        assert await store.take_session("parked", "newer") == ([], None)  # a handover serves one take
+        assert not await store.park_session("parked", "old", handover)  # the old connection holds it no more

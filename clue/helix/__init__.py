@@ -39,4 +39,5 @@ class Helix:
             web.post("/v1/eventsub/open", eventsub.on_open_session),
             web.post("/v1/eventsub/close", eventsub.on_close_session),
             web.post("/v1/eventsub/take", eventsub.on_take_session),
+            web.post("/v1/eventsub/park", eventsub.on_park_session),
         ]

@@ -237,13 +237,23 @@ class EventSubEndpoints:
         taken = await self.store.take_session(body.session_id, body.owner)
         if taken is None:
             raise ApiError(404, "no such session")
-        held = [stored.subscription for stored in taken]
+        own, handover = taken
+        held = [stored.subscription for stored in own]
         for conduit_id, shard in (await self.store.session_shards(body.session_id)).items():
             conduit = await self.store.conduit(conduit_id)
             if conduit is not None:
                 held += [shard_copy(stored.subscription, shard, conduit["shard_count"])
                          for stored in await self.store.conduit_subscriptions(conduit_id)]
-        return reply(SessionSubscriptions(held))
+        return reply(SessionSubscriptions(held, handover))
+
+    async def on_park_session(self, request: web.Request) -> web.Response:
+        """A draining edge stopped delivering a session: where, for the edge that takes it over."""
+        body = await read_body(request, SessionRequest)
+        if body.handover is None:
+            raise ApiError(400, "a park needs a handover")
+        if not await self.store.park_session(body.session_id, body.owner, body.handover):
+            raise ApiError(409, "the session is not held by this connection")
+        return reply(SessionSubscriptions([]))
 
     async def revoke(self, client_id: str, user_id: str, status: str) -> None:
         """A user's authorization ended: their subscriptions are revoked, with a message saying so."""
