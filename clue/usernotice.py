@@ -9,6 +9,7 @@ detail objects plus channel.subscribe, channel.raid and channel.cheer.
 """
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from clue.emotes import emotes_tag
 from clue.helix.chat import ANNOUNCEMENT_COLORS, announcement
 from common import twitch
 from common.irc import Message, serialize_tags
+from common.tokens import stable_id
 from common.wire import Event, Identity, Notify
 
 Person = es.Person
@@ -30,6 +32,7 @@ DEFAULT_COUNT = {"submysterygift": 5, "viewermilestone": 5}
 DEFAULT_BITS = {"cheer": 100, "bitsbadgetier": 1000}
 DEFAULT_VIEWERS = 10
 DEFAULT_ANNOUNCEMENT = "This is a test announcement."
+GIFTEE = "testgiftee"  # a mystery gift's made-up recipients: testgiftee1, testgiftee2, …
 # Channel points a watch streak earns on Twitch at the first milestones.
 WATCH_STREAK_REWARD = 450
 TIERS = {"1000": "Tier 1", "2000": "Tier 2", "3000": "Tier 3"}
@@ -149,18 +152,25 @@ def resub(notice: Notice, options: Options) -> list[Event]:
 
 def subgift(notice: Notice, options: Options) -> list[Event]:
     assert options.recipient is not None
+    return [_gift(notice, options, options.recipient)]
+
+
+def _gift(notice: Notice, options: Options, recipient: Person, community_gift_id: str | None = None) -> Event:
+    """One gifted sub: on its own, or one of a mystery gift's (which names it)."""
     plan, tier, _ = _plan(options, notice.state.name)
-    recipient_id, recipient_login, recipient_name = options.recipient
+    recipient_id, recipient_login, recipient_name = recipient
     system = f"{notice.user[2]} gifted a {TIERS[tier]} sub to {recipient_name}!"
     # sender-count 0: the gifter's total is not shared (then Twitch adds no sentence about it).
     params = {"gift-months": "1", "months": "1", "recipient-display-name": recipient_name, "recipient-id": recipient_id,
               "recipient-user-name": recipient_login, "sender-count": "0", **plan}
+    if community_gift_id is not None:
+        params["community-gift-id"] = community_gift_id
     detail = {"duration_months": 1, "cumulative_total": None, "recipient_user_id": recipient_id,
               "recipient_user_name": recipient_name, "recipient_user_login": recipient_login, "sub_tier": tier,
-              "community_gift_id": None}
+              "community_gift_id": community_gift_id}
     notify = [_chat_notification(notice, "sub_gift", system, detail),
-              es.notify("channel.subscribe", es.subscribe(notice.state.broadcaster, options.recipient, tier, True))]
-    return [_usernotice(notice, "subgift", params, system, notify=notify)]
+              es.notify("channel.subscribe", es.subscribe(notice.state.broadcaster, recipient, tier, True))]
+    return _usernotice(notice, "subgift", params, system, notify=notify)
 
 
 def submysterygift(notice: Notice, options: Options) -> list[Event]:
@@ -173,7 +183,11 @@ def submysterygift(notice: Notice, options: Options) -> list[Event]:
               "sub-plan": plan["sub-plan"]}
     detail = {"id": gift_id, "total": count, "sub_tier": tier, "cumulative_total": None}
     notify = [_chat_notification(notice, "community_sub_gift", system, detail)]
-    return [_usernotice(notice, "submysterygift", params, system, notify=notify)]
+    # As on Twitch, the announcement is followed by each gift, naming the community gift.
+    gifts = [_gift(dataclasses.replace(notice, message_id=derived_id(notice.message_id, f"gift/{number}")), options,
+                   (stable_id(login := f"{GIFTEE}{number}"), login, login), gift_id)
+             for number in range(1, count + 1)]
+    return [_usernotice(notice, "submysterygift", params, system, notify=notify), *gifts]
 
 
 def giftpaidupgrade(notice: Notice, options: Options) -> list[Event]:

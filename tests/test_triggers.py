@@ -189,6 +189,25 @@ def test_each_kind_is_the_matching_eventsub_events(kind, options, expected):
             same_shape(event, fixture(f"eventsub_notification_{name}")["payload"]["event"], type_)
 
 
+def test_a_mystery_gift_is_followed_by_each_gift_naming_it():
+    announced, *gifts = built("submysterygift", count=3, tier="2000")
+    gift_id = irc(announced).tags["msg-param-community-gift-id"]
+    assert [irc(gift).tags["msg-id"] for gift in gifts] == ["subgift"] * 3
+    assert [params_of(irc(gift))["recipient-user-name"] for gift in gifts] == ["testgiftee1", "testgiftee2",
+                                                                              "testgiftee3"]
+    assert {params_of(irc(gift))["community-gift-id"] for gift in gifts} == {gift_id}
+    assert {params_of(irc(gift))["sub-plan"] for gift in gifts} == {"2000"}
+    assert len({event.id for event in (announced, *gifts)}) == 4  # each its own message id
+    assert [event.id for event in built("submysterygift", count=3)] == [announced.id] + [g.id for g in gifts]
+    for gift in gifts:
+        notes = notified(gift)
+        assert notes["channel.chat.notification"]["sub_gift"]["community_gift_id"] == gift_id
+        assert notes["channel.subscribe"]["is_gift"] and notes["channel.subscribe"]["user_login"].startswith(
+            "testgiftee")
+        same_shape(notes["channel.chat.notification"], documented_notification("sub_gift")["payload"]["event"],
+                   "sub_gift")
+
+
 def test_a_raid_also_tells_the_raiders_own_channel_on_eventsub_only():
     seen, source = built("raid", viewers=7)
     assert seen.channel == "#stream" and source.channel == "#viewer"
@@ -359,6 +378,32 @@ async def test_chatd_trigger_reaches_tmi_js_irc_on_the_other_edge_and_eventsub_i
                 250, "Cheer250 take my bits")
             [cheer_chat] = by_type["channel.chat.message"]
             assert cheer_chat["payload"]["event"]["cheer"] == {"bits": 250}
+        finally:
+            await tmi.stop()
+
+
+async def test_tmi_js_hears_a_mystery_gift_and_then_each_of_its_gifts(tmp_path):
+    async with running_cluster(tmp_path) as cluster:
+        owner = await cluster.client("giftroom", channels=("#giftroom",))
+        _, ws_port = cluster.edge_addresses(0)
+        tmi = await NodeClient.start("tmi_client.js", str(ws_port), "giftviewer", cluster.token("giftviewer"),
+                                     "#giftroom")
+        try:
+            await tmi.expect(lambda e: e["event"] == "joined")
+            code, out, err = await trigger(cluster, "submysterygift", "#giftroom", "--count", "2", "--tier", "3000")
+            assert code == 0 and not err and out.startswith("sent submysterygift to #giftroom: "), err
+            mystery = await tmi.expect(lambda e: e["event"] == "submysterygift")
+            assert (mystery["username"], mystery["count"], mystery["methods"]["plan"]) == ("testuser", 2, "3000")
+            await tmi.expect(lambda e: e["event"] == "subgift" and e["recipient"] == "testgiftee2")
+            gifts = [event for event in tmi.events if event["event"] == "subgift"]
+            assert [(g["username"], g["recipient"], g["methods"]["plan"]) for g in gifts] == [
+                ("testuser", "testgiftee1", "3000"), ("testuser", "testgiftee2", "3000")]
+            # Plain IRC: the announcement first, then its gifts, all naming one community gift.
+            await owner.wait_for(lambda lines: sum(" USERNOTICE #giftroom" in line for line in lines) == 3)
+            seen = [parse(line) for line in owner.lines if " USERNOTICE #giftroom" in line]
+            assert [m.tags["msg-id"] for m in seen] == ["submysterygift", "subgift", "subgift"]
+            assert len({m.tags["msg-param-community-gift-id"] for m in seen}) == 1
+            assert [m.tags["id"] for m in seen] == [mystery["id"], *(g["id"] for g in gifts)]
         finally:
             await tmi.stop()
 
