@@ -48,6 +48,9 @@ RECONNECT_GRACE = 30.0  # after session_reconnect, the old connection is closed 
 # made, at most this long ago: its 202 or the old connection's last notification
 # may have come before this edge heard the channel.
 CATCH_UP_MS = 2_000
+# A session handed over by a draining edge is replayed from where that edge stopped, looked for
+# this far before the handover (what it had not delivered yet may have been ordered earlier).
+HANDOVER_SLACK_MS = 5_000
 MAX_OUTBOX = 10_000  # notifications waiting for one session: more, and it is closed (4006)
 CONTROL_PREFIX = "$"
 _NAMESPACE = uuid.UUID("6f0f6e6f-2b2c-4f3b-9d7e-8f7f8b7a6c51")
@@ -285,14 +288,18 @@ class EventSubHub:
         now_ms = int(time.time() * 1000)
         since = max(listener.sub.created_ms, now_ms - CATCH_UP_MS)
         after = None  # the last event the draining edge delivered
+        fetch_ms = since
         if handover is not None:
             since = max(listener.sub.created_ms, min(since, handover.parked_ms - CATCH_UP_MS))
             after = handover.positions.get(channel)
-        recent = await self.host.recent(channel, (now_ms - since) / 1000 + 0.5)
+            # What came after `after` may have been ordered a while before the park (that edge lagged).
+            fetch_ms = max(listener.sub.created_ms, handover.parked_ms - HANDOVER_SLACK_MS) if after else since
+        recent = await self.host.recent(channel, (now_ms - min(since, fetch_ms)) / 1000 + 0.5)
         # Events this edge has not delivered yet arrive live: only those up to here are replayed.
         position = self.host.position(channel)
         if after is not None and (position is None or after.boot != position.boot):
             after = None  # another exchange boot: its numbers say nothing here, the time does
+        floor = listener.sub.created_ms if after is not None else since  # the oldest event worth replaying
 
         def delivered_before(event: Event) -> bool:
             return after is not None and (event.gen, event.seq) <= (after.gen, after.seq)
@@ -300,7 +307,7 @@ class EventSubHub:
         replayed: set[tuple[int, int]] = set()
         held, listener.held = listener.held or [], None
         for event in recent:
-            if position is not None and event.sent_ms >= since and (event.gen, event.seq) <= (position.gen, position.seq):
+            if position is not None and event.sent_ms >= floor and (event.gen, event.seq) <= (position.gen, position.seq):
                 replayed.add((event.gen, event.seq))
                 if not delivered_before(event):
                     self._notify_listener(listener, event)
