@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 
 import msgspec
 
@@ -125,8 +126,7 @@ class EventSubStore:
         if taken is None:
             return None
         ids, raw = taken
-        subscriptions = [found for sub_id in ids if (found := await self.get(sub_id.decode())) is not None]
-        return subscriptions, _handover.decode(raw) if raw else None
+        return await self._stored(ids), _handover.decode(raw) if raw else None
 
     async def park_session(self, session_id: str, owner: str, handover: Handover) -> bool:
         """A draining edge stopped delivering the session (`handover`) and is about to tell the
@@ -145,7 +145,11 @@ class EventSubStore:
     async def session_subscriptions(self, session_id: str) -> list[Stored]:
         key = session_key(session_id)
         [ids] = await self._run(key, "eventsub_session", ("SMEMBERS", key + ":subs"))
-        return [found for sub_id in ids or () if (found := await self.get(sub_id.decode())) is not None]
+        return await self._stored(ids or ())
+
+    async def _stored(self, ids: Iterable[bytes]) -> list[Stored]:
+        """The subscriptions these ids name that still exist."""
+        return [found for sub_id in ids if (found := await self.get(sub_id.decode())) is not None]
 
     # ---- subscriptions
     async def get(self, subscription_id: str) -> Stored | None:
@@ -268,4 +272,4 @@ class EventSubStore:
     async def conduit_subscriptions(self, conduit_id: str) -> list[Stored]:
         key = conduit_key(conduit_id)
         [ids] = await self._run(key, "conduit_read", ("SMEMBERS", key + ":subs"))
-        return [found for sub_id in ids or () if (found := await self.get(sub_id.decode())) is not None]
+        return await self._stored(ids or ())

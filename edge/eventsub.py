@@ -147,6 +147,7 @@ class EventSubHub:
         self._by_channel: dict[str, set[Listener]] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self.draining = False
+        self._emptied = asyncio.Event()  # set when the last session is forgotten (a drain waits on it)
 
     def start(self) -> None:
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
@@ -257,6 +258,8 @@ class EventSubHub:
         if self.sessions.get(session.id) is not session:
             return
         del self.sessions[session.id]
+        if not self.sessions:
+            self._emptied.set()
         for listener in list(session.listeners.values()):
             self._remove(listener)
         self.host.release(CONTROL_PREFIX + session.id)
@@ -437,7 +440,9 @@ class EventSubHub:
         await asyncio.gather(*(self._reconnect(session) for session in list(self.sessions.values())))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.sessions and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        while self.sessions and (left := deadline - loop.time()) > 0:  # a session may still arrive
+            self._emptied.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._emptied.wait(), left)
         for session in list(self.sessions.values()):
             session.close(CLOSE_GRACE)

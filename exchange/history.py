@@ -82,11 +82,13 @@ class HistoryWriter:
                                   ("EXPIRE", index_key(channel), self.age)]) for channel in channels])
         appends: list[tuple[str, list[tuple[Any, ...]]]] = []
         owners: list[str] = []  # the channel of each append
+        numbered: list[str] = []  # channels whose counter answered
         for channel, replies in zip(channels, counted, strict=True):
             lines = pending[channel]
             if replies is None or not isinstance(replies[0], int):
                 self._lost(channel, len(lines))
                 continue
+            numbered.append(channel)
             count = replies[0]
             first = count - len(lines)
             by_bucket: defaultdict[int, list[bytes]] = defaultdict(list)
@@ -106,10 +108,10 @@ class HistoryWriter:
         appended = await self._per_shard("history_append", appends)
         failed = {channel for channel, replies in zip(owners, appended, strict=True)
                   if channel and (replies is None or isinstance(replies[0], Exception))}
-        for channel, replies in zip(channels, counted, strict=True):
+        for channel in numbered:
             if channel in failed:
                 self._lost(channel, len(pending[channel]))
-            elif replies is not None and isinstance(replies[0], int):  # else counted as lost above
+            else:
                 self.metrics.incr("history.written", len(pending[channel]))
 
     async def _per_shard(self, op: str, items: list[tuple[str, list[tuple[Any, ...]]]]

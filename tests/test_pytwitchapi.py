@@ -18,10 +18,6 @@ from pathlib import Path
 
 import pytest
 from support import IrcClient, running_cluster
-
-from common.irc import parse
-
-pytest.importorskip("twitchAPI")
 from twitchAPI.chat import Chat, ChatEvent
 from twitchAPI.eventsub.websocket import EventSubWebsocket
 from twitchAPI.helper import first
@@ -29,6 +25,8 @@ from twitchAPI.oauth import UserAuthenticator
 from twitchAPI.object.base import TwitchObject
 from twitchAPI.twitch import Twitch
 from twitchAPI.type import AuthScope, AuthType
+
+from common.irc import parse
 
 ROOT = Path(__file__).parent.parent
 CHAT_SCOPES = [AuthScope.USER_READ_CHAT, AuthScope.USER_WRITE_CHAT, AuthScope.CHAT_READ]

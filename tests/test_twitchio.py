@@ -12,9 +12,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import twitchio
 from support import running_cluster
-
-twitchio = pytest.importorskip("twitchio")
 from twitchio import HTTPException, eventsub
 from twitchio.eventsub import websockets as eventsub_websockets
 from twitchio.ext import commands
